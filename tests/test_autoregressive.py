@@ -265,3 +265,41 @@ def test_bad_inputs_are_rejected_with_one_line_errors(tmp_path: Path) -> None:
     build_tiny_tokenizer(WORDS).save_pretrained(tmp_path)
     with pytest.raises(CheckpointError, match="already a trained 'diffusionbert-causal-lm' model"):
         CausalLMForComparison.from_backbone(tmp_path)
+
+
+def test_left_to_right_sampling_draws_the_models_sequence_distribution() -> None:
+    """Every outcome of length <= 2 (cut at the first [SEP]) has the chain-rule probability of the model."""
+    from diffusionbert.autoregressive import generate_left_to_right
+    from toy import chi_square_p_value
+
+    tokenizer = build_tiny_tokenizer(["a", "b"])
+    model = tiny_causal_model(tokenizer=tokenizer, seed=1).eval()
+    sep, allowed = tokenizer.sep_token_id, _allowed(model)
+
+    def next_probs(prefix: list[int]) -> torch.Tensor:
+        ids = torch.tensor([[tokenizer.cls_token_id, *prefix]])
+        last = torch.zeros_like(ids, dtype=torch.bool)
+        last[0, -1] = True
+        with torch.no_grad():
+            return torch.softmax(model(ids, positions=last).logits[0].double(), -1)
+
+    exact: dict[tuple[int, ...], float] = {(): next_probs([])[sep].item()}
+    for v in allowed:
+        if v == sep:
+            continue
+        p_v = next_probs([])[v].item()
+        second = next_probs([v])
+        exact[(v,)] = p_v * second[sep].item()
+        exact |= {(v, w): p_v * second[w].item() for w in allowed if w != sep}
+    assert sum(exact.values()) == pytest.approx(1.0)
+    out = generate_left_to_right(model, tokenizer, 6000, 2, seed=0, batch_size=3000)
+    outcomes = list(exact)
+    counts = torch.zeros(len(outcomes), dtype=torch.float64)
+    for ids, length in zip(out.token_ids.tolist(), out.lengths, strict=True):
+        counts[outcomes.index(tuple(ids[1 : 1 + length]))] += 1
+    assert chi_square_p_value(counts, torch.tensor([exact[o] for o in outcomes])) > 1e-3
+    assert out.nfe == [min(length + 1, 2) for length in out.lengths]  # [SEP] drawn or the length cap
+    again = generate_left_to_right(model, tokenizer, 7, 2, seed=0, batch_size=2)
+    assert again.texts == out.texts[:7]  # the draws of a sample do not depend on the batch
+    with pytest.raises(ConfigError, match="length=64 is not valid"):
+        generate_left_to_right(model, tokenizer, 1, 64)

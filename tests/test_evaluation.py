@@ -91,10 +91,55 @@ def test_wrong_kind_of_checkpoint_or_missing_judge_is_rejected(models, tiny_text
             steps=4,
             length=6,
         )
-    with pytest.raises(ConfigError, match="sample metrics need a diffusion checkpoint"):
-        evaluate_file(models["judge"], tiny_texts["valid"], metrics=("bleu",))
+    with pytest.raises(ConfigError, match="sampler='cached' does not fit this 'ar' checkpoint"):
+        evaluate_file(models["judge"], tiny_texts["valid"], metrics=("bleu",), sampler="cached")
+    with pytest.raises(ConfigError, match="sampler='autoregressive' does not fit this 'diffusionbert'"):
+        evaluate_file(models["diffusion"], tiny_texts["valid"], metrics=("bleu",), sampler="autoregressive")
     with pytest.raises(ConfigError, match="metrics='perplexity' is not valid"):
         evaluate_file(models["diffusion"], tiny_texts["valid"], metrics=("perplexity",))
+
+
+def test_autoregressive_checkpoint_samples_left_to_right(models, tiny_texts):
+    from diffusionbert.autoregressive import generate_left_to_right
+    from diffusionbert.checkpoint import load_model_dir
+
+    report = evaluate_file(
+        models["judge"],
+        tiny_texts["valid"],
+        metrics=("bleu", "gen-ppl"),
+        num_samples=5,
+        length=10,
+        top_k=3,
+        judge=models["judge"],
+        seed=2,
+    )
+    loaded = load_model_dir(models["judge"])
+    out = generate_left_to_right(loaded.model, loaded.tokenizer, 5, 10, top_k=3, seed=2)
+    m = report.samples
+    assert m.sampler == "autoregressive" and m.texts == tuple(out.texts)
+    assert m.mean_length == pytest.approx(sum(out.lengths) / 5) and m.sharpening["top_k"] == 3
+    assert "top_k 3" in report.table()
+
+
+def test_plain_mlm_checkpoint_is_evaluated_as_the_linear_diffusion(tiny_config, tiny_texts, tmp_path):
+    from diffusionbert.checkpoint import load_model_dir
+    from diffusionbert.data import load_texts
+    from diffusionbert.evaluation import nll_bound, text_batches
+    from diffusionbert.objectives import ContinuousObjective
+    from diffusionbert.schedules import LinearSchedule
+
+    path, run = tiny_config(
+        diffusion={"objective": "mlm", "schedule": "linear"}, training={"max_steps": 2, "save_every": 0}
+    )
+    train(load_config(path), progress=False)
+    report = evaluate_file(run / "final", tiny_texts["valid"], metrics=("bound",), seed=4)
+    loaded = load_model_dir(run / "final")
+    texts = load_texts(tiny_texts["valid"])
+    batches, _ = text_batches(texts, loaded.tokenizer, loaded.model.max_input_length, 32, "examples")
+    linear = ContinuousObjective(loaded.tokenizer.mask_token_id, LinearSchedule())
+    assert report.bound.total_nats == pytest.approx(
+        nll_bound(loaded.model, linear, batches, seed=4).total_nats
+    )
 
 
 def test_lines_longer_than_the_model_are_counted_and_warned(models, tmp_path, capsys):

@@ -10,6 +10,7 @@ from diffusionbert.objectives import (
     AnyOrderObjective,
     ContinuousObjective,
     DiffusionBertObjective,
+    MaskedLMObjective,
     RDMObjective,
     SEDDObjective,
     build_objective,
@@ -47,6 +48,23 @@ def test_corrupt_masks_only_noisable_positions_and_is_seeded(name):
     logits[:, MASK] = float("-inf")
     terms = obj.loss(logits, x0, c)
     assert torch.isfinite(terms.loss) and torch.isfinite(terms.nll) and terms.nll.item() > 0
+
+
+def test_plain_mlm_masks_its_fixed_rate_and_is_bounded_as_the_linear_diffusion():
+    obj = build_objective("mlm", MASK, CosineSchedule())  # the schedule argument is ignored
+    x0, noise_mask = _batch(batch=2000, length=8)
+    c = obj.corrupt(x0, noise_mask, torch.Generator().manual_seed(0))
+    rate = c.masked.sum() / noise_mask.sum()
+    assert rate.item() == pytest.approx(0.15, abs=0.01)
+    logits = torch.randn(int(c.masked.sum()), MASK + 1, dtype=torch.float64)
+    terms = obj.loss(logits, x0, c)
+    expected = torch.nn.functional.cross_entropy(logits, x0[c.masked], reduction="sum")
+    assert terms.loss.item() == pytest.approx(expected.item()) and terms.nll.item() == terms.loss.item()
+    bound = obj.bound_objective
+    assert type(bound) is ContinuousObjective and isinstance(bound.schedule, LinearSchedule)
+    assert bound.bound_objective is bound
+    with pytest.raises(ConfigError, match=r"mask_rate=0\.0 is not valid"):
+        MaskedLMObjective(MASK, mask_rate=0.0)
 
 
 def test_any_order_masks_exactly_k_with_weight_L_over_k():

@@ -36,7 +36,7 @@ from diffusionbert.samplers import (
 from diffusionbert.schedules import CosineSchedule, LinearSchedule
 from diffusionbert.token_info import spindle_from_counts
 from test_bound_exact import COUNTS, ReverseChain
-from toy import LENGTH, MASK, VOCAB, ToyDenoiser
+from toy import LENGTH, MASK, VOCAB, ToyDenoiser, chi_square_p_value
 
 NUM_SAMPLES = 20_000
 
@@ -95,17 +95,8 @@ def fit(samples: torch.Tensor, probs: torch.Tensor) -> tuple[float, float]:
     codes = (samples * VOCAB ** torch.arange(LENGTH - 1, -1, -1)).sum(-1)
     counts = torch.bincount(codes, minlength=VOCAB**LENGTH).double()
     assert counts[probs == 0].sum() == 0, "a sequence of probability 0 was sampled"
-    n = counts.sum()
-    expected = n * probs
-    small = expected < 5
-    observed = torch.cat([counts[~small], counts[small].sum().view(1)])
-    expected = torch.cat([expected[~small], expected[small].sum().view(1)])
-    keep = expected > 0
-    chi2 = ((observed[keep] - expected[keep]) ** 2 / expected[keep]).sum()
-    dof = int(keep.sum()) - 1
-    p_value = torch.special.gammaincc(torch.tensor(dof / 2.0), chi2 / 2.0).item()
-    tv = 0.5 * (counts / n - probs).abs().sum().item()
-    return p_value, tv
+    tv = 0.5 * (counts / counts.sum() - probs).abs().sum().item()
+    return chi_square_p_value(counts, probs), tv
 
 
 # ---------------------------------------------------------------------------------------------------------

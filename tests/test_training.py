@@ -45,6 +45,7 @@ def _losses(run: Path) -> dict[int, float]:
         ("md4", "cosine", "layerwise"),
         ("sedd", "loglinear", "none"),
         ("radd", "linear", "none"),
+        ("mlm", "linear", "none"),
         ("ar", "linear", "none"),
     ],
 )
@@ -279,3 +280,15 @@ def test_resuming_a_finished_run_trains_no_further_step(tiny_config):
         4,
         4,
     ]  # in-loop at 2, final at 4 (twice: two runs), none doubled
+
+
+def test_time_free_objectives_contradict_a_time_input(tiny_config):
+    from diffusionbert.errors import ConfigError
+
+    for objective in ("mlm", "radd"):
+        path, _ = tiny_config(
+            diffusion={"objective": objective, "schedule": "linear"},
+            model={"time_conditioning": "prefix_token"},
+        )
+        with pytest.raises(ConfigError, match=f"diffusion.objective='{objective}' is time-free"):
+            load_config(path)

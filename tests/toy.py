@@ -49,3 +49,15 @@ def all_sequences(vocab: int = VOCAB, length: int = LENGTH) -> Tensor:
 def all_mask_patterns(length: int = LENGTH) -> Tensor:
     """Every subset of positions as a bool tensor [2^L, L]."""
     return torch.tensor(list(itertools.product([False, True], repeat=length)))
+
+
+def chi_square_p_value(counts: torch.Tensor, probs: torch.Tensor) -> float:
+    """Goodness of fit of observed ``counts`` to exact ``probs`` (cells of expected count < 5 pooled)."""
+    expected = counts.sum() * probs
+    small = expected < 5
+    observed = torch.cat([counts[~small], counts[small].sum().view(1)])
+    expected = torch.cat([expected[~small], expected[small].sum().view(1)])
+    keep = expected > 0
+    chi2 = ((observed[keep] - expected[keep]) ** 2 / expected[keep]).sum()
+    dof = int(keep.sum()) - 1
+    return torch.special.gammaincc(torch.tensor(dof / 2.0), chi2 / 2.0).item()

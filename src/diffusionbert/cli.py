@@ -100,6 +100,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         sampler=args.sampler,
         steps=args.steps,
         length=args.length,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
         judge=args.judge,
     )
     print(report.table())
@@ -175,6 +178,13 @@ def cmd_bench(args: argparse.Namespace) -> None:
     print(f"wrote {out}")
 
 
+def cmd_reproduce(args: argparse.Namespace) -> None:
+    from .reproduce import reproduce
+
+    page = reproduce(args.plan, progress=not args.no_progress, train_only=args.train_only)
+    print("trained every row" if page is None else f"wrote {page}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="diffusionbert", description="Train, sample from and evaluate diffusion language models."
@@ -225,7 +235,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics", default="bound", help="comma list of: bound, bleu, self-bleu, dist, entropy, gen-ppl"
     )
     p.add_argument("--num-samples", type=int, default=1000, help="samples generated for the sample metrics")
-    p.add_argument("--sampler", default="ancestral")
+    p.add_argument(
+        "--sampler",
+        help="diffusion sampler (default ancestral); AR checkpoints sample with 'autoregressive' (default)",
+    )
+    p.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0: all)")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--steps", type=int, default=128, help="sampling steps for the sample metrics")
     p.add_argument("--length", type=int, default=64, help="sample length for the sample metrics")
     p.add_argument("--judge", help="autoregressive checkpoint (objective 'ar') for generative perplexity")
@@ -250,6 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=int, default=8)
     p.add_argument("--out", default="docs/benchmarks.md")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("reproduce", help="train and evaluate every row of a plan; writes docs/results.md")
+    p.add_argument("--plan", default="configs/reproduce.yaml", help="reproduction plan (YAML)")
+    p.add_argument("--train-only", action="store_true", help="train the rows, evaluate nothing")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_reproduce)
     return parser
 
 

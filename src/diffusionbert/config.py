@@ -20,7 +20,7 @@ import yaml
 from .errors import ConfigError, invalid_choice
 
 TIME_CONDITIONINGS = ("none", "prefix_token", "layerwise")
-OBJECTIVE_NAMES = ("diffusionbert", "rdm", "mdlm", "md4", "sedd", "radd", "ar")
+OBJECTIVE_NAMES = ("diffusionbert", "rdm", "mdlm", "md4", "sedd", "radd", "mlm", "ar")
 SCHEDULE_NAMES = ("linear", "loglinear", "cosine", "polynomial", "spindle")
 
 
@@ -38,7 +38,7 @@ class DiffusionConfig:
     """Which objective and noise schedule."""
 
     objective: str = "diffusionbert"
-    schedule: str = "spindle"  # ignored by objective "ar"
+    schedule: str = "spindle"  # ignored by objectives "ar", "radd" and "mlm"
     spindle_base: str = "linear"
     num_steps: int = 2048
     hybrid_weight: float = 0.01
@@ -177,9 +177,9 @@ def _validate(cfg: Config) -> None:
             f"diffusion.schedule='spindle' contradicts diffusion.objective={d.objective!r}: "
             "spindle is discrete-time, use objective='diffusionbert' or another schedule"
         )
-    if d.objective == "radd" and m.time_conditioning != "none":
+    if d.objective in ("radd", "mlm") and m.time_conditioning != "none":
         raise ConfigError(
-            f"diffusion.objective='radd' is time-free and contradicts "
+            f"diffusion.objective={d.objective!r} is time-free and contradicts "
             f"model.time_conditioning={m.time_conditioning!r}; use time_conditioning='none'"
         )
     if d.objective == "ar" and m.time_conditioning != "none":

@@ -11,11 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .bench import machine_description
-from .checkpoint import list_checkpoints, load_state
-from .config import Config, load_config
+from .config import load_config
 from .errors import ConfigError, DataError
 from .evaluation import BoundResult, evaluate_file
-from .training import train
+from .training import train_or_reuse
 
 
 @dataclass(frozen=True)
@@ -23,15 +22,6 @@ class DemoResult:
     report: Path
     bound: BoundResult
     samples: list[str]
-
-
-def _finished(cfg: Config) -> bool:
-    """True when the run's final model exists and its last checkpoint reached max_steps."""
-    out = Path(cfg.training.output_dir)
-    checkpoints = list_checkpoints(out / "checkpoints")
-    if not (out / "final" / "diffusion.json").is_file() or not checkpoints:
-        return False
-    return int(load_state(checkpoints[-1][1], "trainer")["step"]) >= cfg.training.max_steps
 
 
 def _loss_curve(log_file: Path, png: Path) -> None:
@@ -80,13 +70,8 @@ def run_demo(
 
         shutil.rmtree(out)
     started = time.perf_counter()
-    if _finished(cfg):
-        print(f"reusing the finished run in {out} (pass --fresh to train again)")
-    else:
-        resume = bool(list_checkpoints(out / "checkpoints"))
-        if resume:
-            print(f"resuming the interrupted run in {out}")
-        train(cfg, resume=resume, progress=progress)
+    if not train_or_reuse(cfg, progress=progress):
+        print("(pass --fresh to train again)")
     train_seconds = time.perf_counter() - started
 
     s = cfg.sampling

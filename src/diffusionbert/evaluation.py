@@ -58,9 +58,11 @@ def nll_bound(
 ) -> BoundResult:
     """Estimate the NELBO of ``model`` on ``batches`` with the objective's own t and x_t draws.
 
+    The estimate is ``objective.bound_objective``'s (a plain MLM is scored as the diffusion it defines).
     ``repeats`` draws t and x_t that many times per sentence (lower variance). The standard error is over
     batch-level estimates. Per-word perplexity needs word counts (sentence layout); otherwise it is None.
     """
+    objective = objective.bound_objective
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -103,6 +105,7 @@ def nll_bound(
 
 
 METRICS = ("bound", "bleu", "self-bleu", "dist", "entropy", "gen-ppl")
+AR_SAMPLER = "autoregressive"
 SAMPLE_METRICS = frozenset(METRICS) - {"bound"}
 
 
@@ -112,18 +115,24 @@ class SampleMetrics:
 
     BLEU-4 with epsilon smoothing on lower-cased, punctuation-split tokens (see :mod:`diffusionbert.metrics`);
     ``gen_ppl`` is the judge's exact perplexity per token of the samples, with the samples' unigram entropy.
+    ``steps`` is the sampler's (for the AR sampler: the most tokens drawn), ``length`` the positions generated,
+    ``mean_length`` the mean tokens before the first generated [SEP], ``sharpening`` temperature/top-k/top-p.
     """
 
     num_samples: int
     sampler: str
     steps: int
     length: int
+    sharpening: dict[str, float]
     bleu: float | None
     self_bleu: float | None
     dist: tuple[float, float, float] | None
     entropy: float | None
     gen_ppl: float | None
     judge: str | None
+    mean_length: float
+    mean_nfe: float
+    texts: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -165,7 +174,15 @@ class EvaluationReport:
                 ),
             ]
         if (m := self.samples) is not None:
-            rows.append(("samples", f"{m.num_samples} × length {m.length}, {m.sampler}, {m.steps} steps"))
+            changed = ", ".join(f"{k} {v}" for k, v in m.sharpening.items() if v != {"top_k": 0}.get(k, 1.0))
+            rows.append(
+                (
+                    "samples",
+                    f"{m.num_samples} × length ≤ {m.length}, {m.sampler}, {m.steps} steps"
+                    + (f", {changed}" if changed else ""),
+                )
+            )
+            rows.append(("mean length / NFE", f"{m.mean_length:.1f} tokens / {m.mean_nfe:.1f} network calls"))
             if m.bleu is not None:
                 rows.append(("BLEU-4", f"{m.bleu:.4f}  (each sample against every data sentence)"))
             if m.self_bleu is not None:
@@ -210,12 +227,19 @@ def evaluate_file(
     progress: bool = False,
     metrics: tuple[str, ...] = ("bound",),
     num_samples: int = 1000,
-    sampler: str = "ancestral",
+    sampler: str | None = None,
     steps: int = 128,
     length: int = 64,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
     judge: str | Path | None = None,
 ) -> EvaluationReport:
-    """Evaluate a saved model on a text file: its NLL bound, and metrics of samples it generates."""
+    """Evaluate a saved model on a text file: its NLL bound, and metrics of samples it generates.
+
+    ``sampler`` defaults to ``ancestral`` for diffusion models and ``autoregressive`` (left to right) for
+    AR ones; ``temperature``, ``top_k`` and ``top_p`` reshape every draw (the paper samples with top-k 30).
+    """
     from .checkpoint import load_model_dir
     from .data import load_texts
     from .errors import CheckpointError, ConfigError
@@ -230,9 +254,12 @@ def evaluate_file(
     if "gen-ppl" in metrics and judge is None:
         raise ConfigError("metric 'gen-ppl' needs --judge: an autoregressive checkpoint (objective 'ar')")
     loaded = load_model_dir(checkpoint, device=_default_device())
-    if SAMPLE_METRICS & set(metrics) and loaded.diffusion_cfg.objective == "ar":
+    is_ar = loaded.diffusion_cfg.objective == "ar"
+    sampler = sampler or (AR_SAMPLER if is_ar else "ancestral")
+    if SAMPLE_METRICS & set(metrics) and is_ar != (sampler == AR_SAMPLER):
         raise ConfigError(
-            "sample metrics need a diffusion checkpoint; this one is autoregressive (objective 'ar')"
+            f"sampler={sampler!r} does not fit this {loaded.diffusion_cfg.objective!r} checkpoint; allowed: "
+            + (f"{AR_SAMPLER!r} for an autoregressive model" if is_ar else "a diffusion sampler")
         )
     texts = load_texts(data, field)
     if max_examples is not None:
@@ -253,8 +280,6 @@ def evaluate_file(
         )
     samples = None
     if SAMPLE_METRICS & set(metrics):
-        from .pipeline import DiffusionPipeline
-
         judge_model = None
         if "gen-ppl" in metrics:
             judge_model = load_model_dir(judge, device=_default_device())
@@ -263,16 +288,18 @@ def evaluate_file(
                     f"judge {judge} is not an autoregressive checkpoint (objective "
                     f"{judge_model.diffusion_cfg.objective!r}); train one with objective 'ar'"
                 )
-        pipe = DiffusionPipeline(loaded.model, loaded.tokenizer, objective)
-        generated = pipe(
-            num_samples=num_samples,
-            length=length,
-            steps=steps,
-            sampler=sampler,
-            seed=seed,
-            batch_size=batch_size,
-            progress=progress,
-        ).texts
+        sharpening = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
+        options = {"seed": seed, "batch_size": batch_size, "progress": progress, **sharpening}
+        if is_ar:
+            from .autoregressive import generate_left_to_right
+
+            out = generate_left_to_right(loaded.model, loaded.tokenizer, num_samples, length, **options)
+        else:
+            from .pipeline import DiffusionPipeline
+
+            pipe = DiffusionPipeline(loaded.model, loaded.tokenizer, objective)
+            out = pipe(num_samples=num_samples, length=length, steps=steps, sampler=sampler, **options)
+        generated = out.texts
         references = (
             [str(t) for t in texts["text"]]
             if "text" in texts.column_names
@@ -291,14 +318,18 @@ def evaluate_file(
         samples = SampleMetrics(
             num_samples=num_samples,
             sampler=sampler,
-            steps=steps,
+            steps=max(out.nfe) if is_ar else steps,
             length=length,
+            sharpening=sharpening,
             bleu=bleu_against_references(generated, references) if "bleu" in metrics else None,
             self_bleu=self_bleu(generated) if "self-bleu" in metrics and num_samples > 1 else None,
             dist=tuple(distinct_n(generated, n) for n in (1, 2, 3)) if "dist" in metrics else None,
             entropy=unigram_entropy(generated) if {"entropy", "gen-ppl"} & set(metrics) else None,
             gen_ppl=gen_ppl,
             judge=None if judge is None else str(judge),
+            mean_length=sum(out.lengths) / len(out.lengths),
+            mean_nfe=sum(out.nfe) / len(out.nfe),
+            texts=tuple(generated),
         )
     return EvaluationReport(
         str(checkpoint), str(data), loaded.diffusion_cfg.objective, bound, samples, len(texts), n_truncated

@@ -80,6 +80,12 @@ class Objective(ABC):
     def loss(self, logits: Tensor, x0: Tensor, corrupted: Corrupted) -> LossTerms:
         """Loss and NELBO estimate (sums, nats) from ``logits`` [n, V] at ``corrupted.masked``."""
 
+    @property
+    def bound_objective(self) -> Objective:
+        """The objective whose ``nll`` estimates this model's NELBO: itself, except for a training objective
+        that is not a diffusion's (plain MLM), which names the diffusion its model is evaluated as."""
+        return self
+
 
 class DiscreteObjective(Objective):
     """A T-step chain: t = k/T with k uniform in {1..T}; α may depend on the token (spindle)."""
@@ -294,6 +300,42 @@ class SEDDObjective(ContinuousObjective):
         return score_entropy_loss(logits, x0[corrupted.masked], _masked_row_weights(corrupted, logits))
 
 
+class MaskedLMObjective(ContinuousObjective):
+    """BERT's plain masked-LM training, the BERT-Mouth baseline: mask a fixed fraction of the noisable tokens
+    (``mask_rate``, BERT's 15 %) and score them with unweighted cross-entropy.
+
+    That corruption is no diffusion's, so the training ``nll`` is the masked tokens' cross-entropy, not a bound.
+    The network it trains is a time-agnostic denoiser like any other here, so it is evaluated and sampled as
+    the linear-schedule absorbing diffusion it defines (:attr:`bound_objective`, the MDLM NELBO); with
+    ``mask_rate`` fixed, nothing in training teaches it the heavily masked states that sampling starts from.
+    """
+
+    name: ClassVar[str] = "mlm"
+    time_agnostic_only: ClassVar[bool] = True
+
+    def __init__(self, mask_id: int, mask_rate: float = 0.15) -> None:
+        super().__init__(mask_id, get_schedule("linear"))
+        if not 0.0 < mask_rate <= 1.0:
+            raise ConfigError(f"mask_rate={mask_rate!r} is not valid; allowed: 0 < mask_rate <= 1")
+        self.mask_rate = mask_rate
+
+    @property
+    def bound_objective(self) -> Objective:
+        return ContinuousObjective(self.mask_id, self.schedule)
+
+    def corrupt(self, x0: Tensor, noise_mask: Tensor, generator: torch.Generator) -> Corrupted:
+        alpha = torch.full(x0.shape, 1.0 - self.mask_rate, dtype=torch.float64, device=x0.device)
+        x_t = mask_tokens(x0, alpha, noise_mask, self.mask_id, generator)
+        rows = x0.shape[0]
+        return Corrupted(
+            x_t=x_t,
+            noise_mask=noise_mask,
+            masked=noise_mask & (x_t == self.mask_id),
+            time=torch.full((rows,), self.mask_rate, dtype=torch.float32, device=x0.device),
+            weight=torch.ones(rows, dtype=torch.float64, device=x0.device),
+        )
+
+
 class AnyOrderObjective(Objective):
     """RADD's time-free objective: mask exactly k ~ U{1..L} of a row's L tokens, weight L / k.
 
@@ -334,6 +376,7 @@ OBJECTIVES: dict[str, type[Objective]] = {
         MD4Objective,
         SEDDObjective,
         AnyOrderObjective,
+        MaskedLMObjective,
     )
 }
 
@@ -341,7 +384,8 @@ OBJECTIVES: dict[str, type[Objective]] = {
 def build_objective(
     name: str, mask_id: int, schedule: Schedule, num_steps: int = 2048, hybrid_weight: float = 0.01
 ) -> Objective:
-    """An objective by name: diffusionbert, rdm, mdlm, md4, sedd, radd, or ar (the autoregressive baseline)."""
+    """An objective by name: diffusionbert, rdm, mdlm, md4, sedd, radd, mlm (plain BERT masked-LM), or ar (the
+    autoregressive baseline); ``schedule`` is ignored by radd, mlm and ar."""
     if name == "ar":
         from .autoregressive import AutoregressiveObjective  # it builds on this module
 
@@ -353,7 +397,7 @@ def build_objective(
         return cls(mask_id, schedule, num_steps, hybrid_weight)
     if cls is RDMObjective:
         return cls(mask_id, schedule, num_steps)
-    if cls is AnyOrderObjective:
+    if cls in (AnyOrderObjective, MaskedLMObjective):
         return cls(mask_id)
     return cls(mask_id, schedule)
 

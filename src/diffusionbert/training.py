@@ -471,3 +471,27 @@ def _default_device() -> torch.device:
 def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResult:
     """Train a model as ``cfg`` says; with ``resume``, continue from the newest checkpoint exactly."""
     return Trainer(cfg, resume=resume, progress=progress).fit()
+
+
+def run_finished(cfg: Config) -> bool:
+    """True when the run's final model exists and its newest checkpoint reached ``max_steps``."""
+    out = Path(cfg.training.output_dir)
+    checkpoints = list_checkpoints(out / "checkpoints")
+    if not (out / "final" / "diffusion.json").is_file() or not checkpoints:
+        return False
+    return int(load_state(checkpoints[-1][1], "trainer")["step"]) >= cfg.training.max_steps
+
+
+def train_or_reuse(cfg: Config, progress: bool = True) -> bool:
+    """Reuse a finished run, resume an interrupted one, or start one; True when any training ran.
+
+    What happens is said in one line, so re-running a long job after an interruption is always safe."""
+    out = Path(cfg.training.output_dir)
+    if run_finished(cfg):
+        print(f"reusing the finished run in {out}")
+        return False
+    resume = bool(list_checkpoints(out / "checkpoints"))
+    if resume:
+        print(f"resuming the interrupted run in {out}")
+    train(cfg, resume=resume, progress=progress)
+    return True
