@@ -183,12 +183,29 @@ class ReverseProcess(ABC):
         group (for the stay probability), and ``expected`` [m] when u needs it (spindle's centre estimate)."""
         return {"mass": group_mass(log_p_x0.exp(), self.groups, self.num_groups)}
 
-    @abstractmethod
     def unmask_probability(self, inp: StepInput, expected: Tensor | None, dtype: torch.dtype) -> Tensor:
-        """u per sentence and token group, [B, 1] or [B, G], from x_t and p_θ only (in ``dtype``).
+        """u per sentence and token group, [B, 1] or [B, G], from x_t and p_θ only (in ``dtype``), for the
+        step from ``inp.t`` to ``inp.s``.
 
         ``expected`` [n] is :meth:`prepare`'s ``expected`` at the masked positions (None when not prepared).
         """
+        rows = inp.x_t.shape[0]
+        t, s = (torch.full((rows,), v, device=inp.x_t.device) for v in (inp.t, inp.s))
+        return self.unmask_probability_at(inp.x_t, inp.noise_mask, inp.rows, expected, t, s, dtype)
+
+    @abstractmethod
+    def unmask_probability_at(
+        self,
+        x_t: Tensor,
+        noise_mask: Tensor,
+        rows: Tensor,
+        expected: Tensor | None,
+        t: Tensor,
+        s: Tensor,
+        dtype: torch.dtype,
+    ) -> Tensor:
+        """:meth:`unmask_probability` with a time pair per row, t [B] > s [B], and the masked positions'
+        batch ``rows`` [n]: one sentence at many steps can be evaluated as a batch of copies of it."""
 
 
 class DiscreteReverse(ReverseProcess):
@@ -214,10 +231,18 @@ class DiscreteReverse(ReverseProcess):
             out["expected"] = expected
         return out
 
-    def unmask_probability(self, inp: StepInput, expected: Tensor | None, dtype: torch.dtype) -> Tensor:
-        steps = torch.full((inp.x_t.shape[0],), inp.t, dtype=torch.long, device=inp.x_t.device)
+    def unmask_probability_at(
+        self,
+        x_t: Tensor,
+        noise_mask: Tensor,
+        rows: Tensor,
+        expected: Tensor | None,
+        t: Tensor,
+        s: Tensor,
+        dtype: torch.dtype,
+    ) -> Tensor:
         return self.objective.reverse_unmask_probability_per_group(
-            expected, inp.rows, inp.x_t, inp.noise_mask, steps, torch.full_like(steps, inp.s), dtype
+            expected, rows, x_t, noise_mask, t.long(), s.long(), dtype
         )
 
 
@@ -235,10 +260,18 @@ class ContinuousReverse(ReverseProcess):
     def time_input(self, t: Time) -> float:
         return float(t)
 
-    def unmask_probability(self, inp: StepInput, expected: Tensor | None, dtype: torch.dtype) -> Tensor:
-        times = torch.tensor([inp.s, inp.t], dtype=torch.float64, device=inp.x_t.device)
-        alpha_s, alpha_t = self.schedule.alpha(times)
-        return unmask_probability(alpha_s, alpha_t).expand(inp.x_t.shape[0], 1).to(dtype)
+    def unmask_probability_at(
+        self,
+        x_t: Tensor,
+        noise_mask: Tensor,
+        rows: Tensor,
+        expected: Tensor | None,
+        t: Tensor,
+        s: Tensor,
+        dtype: torch.dtype,
+    ) -> Tensor:
+        alpha_s, alpha_t = (self.schedule.alpha(v.to(torch.float64)) for v in (s, t))
+        return unmask_probability(alpha_s, alpha_t).unsqueeze(-1).to(dtype)
 
 
 def reverse_process(objective: Objective) -> ReverseProcess:
@@ -287,6 +320,12 @@ class Prediction:
             if store is None:
                 store = self.fields[name] = value.new_zeros((*self.shape, *value.shape[1:]))
             store[where] = value.to(store.dtype)
+
+    def row(self, index: int) -> Prediction:
+        """The entries of batch row ``index`` as a batch of one (views, not copies)."""
+        view = Prediction((1, *self.shape[1:]))
+        view.fields = {name: field[index : index + 1] for name, field in self.fields.items()}
+        return view
 
     def at(self, name: str, positions: Tensor, tokens: Tensor | None = None) -> Tensor:
         """Field ``name`` at ``positions`` [k, 2] ((row, column) pairs), [k, …], or at one token each, [k]."""
@@ -376,6 +415,7 @@ class Sampler(ABC):
 
     name: ClassVar[str]
     requires_time_agnostic: ClassVar[bool] = False
+    can_jump: ClassVar[bool] = False  # has ``jump``: walks one sentence to its next change (ancestral rule)
 
     def __init__(
         self, objective: Objective, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0
@@ -424,6 +464,10 @@ class Sampler(ABC):
         """x_s from x_t: reveal the positions :meth:`choose` picks, with its values."""
         prediction = self.prediction(inp)
         reveal, values = self.choose(inp, prediction, RowRandom(generator, inp.x_t.shape[0]))
+        return self._write(inp, prediction, reveal, values)
+
+    def _write(self, inp: StepInput, prediction: Prediction, reveal: Tensor, values: Tensor) -> StepOutput:
+        """x_s and scores with ``values`` [n] written at the ``reveal`` [n] masked positions."""
         chosen = values[reveal]
         tokens = torch.full_like(values, self.mask_id).masked_scatter(reveal, chosen)
         chosen_log_probs = prediction.at("log_probs", inp.positions[reveal], chosen)
@@ -451,9 +495,14 @@ class AncestralSampler(Sampler):
     ∝ p_θ(v | x_t)·u(v) (Gumbel-max over the vocabulary, only at the revealed positions). The stay
     probability Σ_v p_θ(v | x_t)(1 − u(v)) is summed per token group from masses prepared once per network
     call (:meth:`ReverseProcess.prepare`), so a step costs O(n·G + B·G), plus O(V) per revealed position.
+
+    :meth:`jump` walks one sentence over the steps where its x_t stays the same, with the draws :meth:`step`
+    would make there, so the loop can let each sentence of a time-agnostic model run on its own clock.
     """
 
     name: ClassVar[str] = "ancestral"
+    can_jump: ClassVar[bool] = True
+    lookahead: ClassVar[int] = 64  # steps whose reveal draws one jump evaluates at once
 
     def prepare(self, logits: Tensor) -> dict[str, Tensor]:
         out = super().prepare(logits)
@@ -464,16 +513,75 @@ class AncestralSampler(Sampler):
         mass = prediction.at("mass", positions)
         expected = prediction.at("expected", positions) if "expected" in prediction.fields else None
         u = self.process.unmask_probability(inp, expected, mass.dtype)  # [B, 1] or [B, G]
-        log_stay = reverse_stay(mass, u, rows)
-        reveal = random.uniform(rows) < -torch.expm1(log_stay.to(torch.float64))
+        reveal = random.uniform(rows) < -torch.expm1(reverse_stay(mass, u, rows).to(torch.float64))
+        return reveal, self._reveal_values(prediction, positions, rows, reveal, u, random)
+
+    def _reveal_values(
+        self,
+        prediction: Prediction,
+        positions: Tensor,
+        rows: Tensor,
+        reveal: Tensor,
+        u: Tensor,
+        random: RowRandom,
+    ) -> Tensor:
+        """Tokens [n] at the revealed positions, ∝ p(v)·u(v) ([MASK] elsewhere; no draw when none reveals)."""
         values = torch.full_like(rows, self.mask_id)
-        if bool(reveal.any()):  # no draws are consumed when nothing is revealed
+        if bool(reveal.any()):
             log_u = torch.log(u)  # −inf where u = 0: such tokens are never drawn
             if self.process.groups is not None:
                 log_u = log_u[:, self.process.groups.to(log_u.device)]
             log_reveal = prediction.at("log_p", positions[reveal]) + log_u[rows[reveal]]
             values[reveal] = gumbel_argmax(log_reveal, rows[reveal], random)
-        return reveal, values
+        return values
+
+    def jump(
+        self, inp: StepInput, timesteps: Sequence[tuple[Time, Time]], generator: torch.Generator
+    ) -> tuple[int, StepOutput]:
+        """Walk one sentence (``inp`` a batch of one at step ``inp.index``) until its x_t changes.
+
+        Returns the steps taken and the state after them. Every draw is the one :meth:`step` makes for this
+        sentence at each of those steps, from ``generator`` in the same order: the reveal draws of up to
+        :attr:`lookahead` steps are evaluated at once (the sentence as a batch of copies, one per step), and
+        the generator is rewound to consume exactly the draws of the steps walked. So a loop that jumps gives
+        the samples of a loop that steps; it is exact only while the prediction stays valid, i.e. for a
+        time-agnostic model.
+        """
+        prediction, positions, n = inp.prediction, inp.positions, int(inp.masked.sum())
+        mass = prediction.at("mass", positions)
+        expected = prediction.at("expected", positions) if "expected" in prediction.fields else None
+        device, index = inp.x_t.device, inp.index
+        while index < len(timesteps):
+            window = timesteps[index : index + self.lookahead]
+            w = len(window)
+            t, s = (torch.tensor(v, device=device) for v in zip(*window, strict=True))
+            copies = torch.arange(w, device=device).repeat_interleave(n)
+            u = self.process.unmask_probability_at(
+                inp.x_t.expand(w, -1),
+                inp.noise_mask.expand(w, -1),
+                copies,
+                None if expected is None else expected.repeat(w),
+                t,
+                s,
+                mass.dtype,
+            )
+            stay = -torch.expm1(reverse_stay(mass.repeat(w, 1), u, copies).to(torch.float64))
+            state = generator.get_state()
+            draws = torch.empty(w * n, dtype=torch.float64, device=device).uniform_(generator=generator)
+            hits = (draws < stay).view(w, n)
+            if not bool(hits.any()):
+                index += w
+                continue
+            first = int(hits.any(-1).nonzero()[0])
+            generator.set_state(state)  # consume exactly the reveal draws of the steps up to ``first``
+            torch.empty((first + 1) * n, dtype=torch.float64, device=device).uniform_(generator=generator)
+            reveal = hits[first]
+            rows = torch.zeros(n, dtype=torch.long, device=device)
+            values = self._reveal_values(
+                prediction, positions, rows, reveal, u[first : first + 1], RowRandom(generator, 1)
+            )
+            return index + first + 1 - inp.index, self._write(inp, prediction, reveal, values)
+        return len(timesteps) - inp.index, StepOutput(inp.x_t, inp.scores)
 
 
 class CachedSampler(AncestralSampler):
