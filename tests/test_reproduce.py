@@ -92,3 +92,18 @@ def test_duplicate_row_names_are_rejected(tmp_path):
     path.write_text(yaml.safe_dump(plan))
     with pytest.raises(ConfigError, match="repeats a row name"):
         load_plan(path)
+
+
+def test_claims_compare_in_the_metric_direction():
+    from dataclasses import replace
+
+    from diffusionbert.reproduce import RowResult, claim_verdicts
+
+    plan = load_plan(PLAN)
+    base = RowResult(5.0, 0.1, 100.0, 0.3, 0.2, 50.0, 5.0, 20.0, 400, 10.0, 5.0, "cached", 128, ())
+    results = {row.name: base for row in plan.rows}
+    results["spindle"] = replace(base, ppl_word=80.0, bleu=0.2)  # lower PPL (better), lower BLEU (worse)
+    verdicts = {c.text: holds for c, _, _, holds in claim_verdicts(plan, results)}
+    assert verdicts["spindle beats linear (time-agnostic)"] is True
+    assert verdicts["DiffusionBERT has higher BLEU than BERT-Mouth"] is False
+    assert verdicts["time-agnostic beats a prefix time token"] is False  # a tie is no win

@@ -330,15 +330,15 @@ def results_page(plan: Plan, results: dict[str, RowResult], machine: str, plan_p
         f" `{plan.judge}` row (the AR model of the same size) with the samples' unigram entropy (nats).",
         "",
         "| row | PPL/word ↓ | nats/token ↓ | BLEU ↑ | self-BLEU ↓ | gen. PPL | entropy | mean len | sampler |"
-        " train s | paper PPL | paper BLEU | paper self-BLEU |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        " steps | train s | eval s | paper PPL | paper BLEU | paper self-BLEU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in plan.rows:
         r, paper = results[row.name], row.paper or PaperNumbers()
         lines.append(
             f"| **{row.label}** | {_fmt(r.ppl_word, 1)} | {r.nats_token:.3f} ± {r.stderr_token:.3f} |"
             f" {r.bleu:.4f} | {r.self_bleu:.4f} | {r.gen_ppl:.1f} | {r.entropy:.2f} | {r.mean_length:.1f} |"
-            f" {r.sampler} ({r.sample_steps}) | {_fmt(r.train_seconds, 0)} |"
+            f" {r.sampler} ({r.sample_steps}) | {r.steps} | {_fmt(r.train_seconds, 0)} | {r.eval_seconds:.0f} |"
             f" {_fmt(paper.ppl, 2)} | {_fmt(paper.bleu, 4)} | {_fmt(paper.self_bleu, 4)} |"
         )
     lines += ["", "Row settings (overrides of the base config, after the shared ones):", ""]
