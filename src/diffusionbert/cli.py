@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .allocator import keep_freed_memory
 from .errors import DiffusionBertError
 
 
@@ -279,6 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: every expected failure becomes one line on stderr and exit code 2."""
     args = build_parser().parse_args(argv)
     _quiet_libraries()
+    keep_freed_memory()
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)

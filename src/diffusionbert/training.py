@@ -23,6 +23,7 @@ from accelerate import Accelerator
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from .allocator import keep_freed_memory
 from .autoregressive import CausalLMForComparison
 from .checkpoint import (
     atomic_directory,
@@ -162,6 +163,8 @@ class Trainer:
         self.out = Path(t.output_dir)
         self.ckpt_dir = self.out / "checkpoints"
         device = _default_device()
+        if device.type == "cpu":
+            keep_freed_memory()  # [n, V] temporaries reuse heap pages instead of new mmaps every step
         # cpu=True makes accelerate pick up torchrun's ranks as a gloo process group on CPU-only machines
         self.accelerator = Accelerator(
             mixed_precision=resolve_precision(t.precision, device), cpu=device.type == "cpu"
