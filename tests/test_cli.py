@@ -102,3 +102,16 @@ def test_bad_input_is_one_line_with_exit_code_2(trained, tiny_config, tmp_path, 
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("error: ") and message in proc.stderr
     assert proc.stderr.strip().count("\n") == 0
+
+
+def test_an_autoregressive_checkpoint_samples_left_to_right(tiny_config, tmp_path):
+    path, out = tiny_config(diffusion={"objective": "ar"}, training={"max_steps": 2, "save_every": 0})
+    train(load_config(path), progress=False)
+    out_file = tmp_path / "ar.jsonl"
+    args = ["sample", "--checkpoint", str(out / "final"), "--num-samples", "3", "--length", "6"]
+    proc = run(*args, "--top-k", "3", "--out", str(out_file), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in out_file.read_text().splitlines()]
+    assert len(records) == 3 and all(r["nfe"] == min(r["length"] + 1, 6) for r in records)
+    proc = run(*args, "--prompt", "the cat", "--no-progress")
+    assert proc.returncode == 2 and "--prompt does not apply to an autoregressive checkpoint" in proc.stderr

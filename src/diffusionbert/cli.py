@@ -46,31 +46,49 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from .pipeline import DiffusionPipeline
+    from .checkpoint import load_model_dir
+    from .errors import ConfigError
 
-    pipe = DiffusionPipeline.from_pretrained(args.checkpoint)
-    out = pipe(
-        num_samples=args.num_samples,
-        length=args.length,
-        steps=args.steps,
-        sampler=args.sampler,
-        prompt=args.prompt,
-        infill=args.infill,
-        source=args.source,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        return_trajectory=args.trajectory,
-        progress=not args.no_progress,
-    )
+    loaded = load_model_dir(args.checkpoint)
+    sharpening = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}
+    common = {"seed": args.seed, "batch_size": args.batch_size, "progress": not args.no_progress}
+    if loaded.diffusion_cfg.objective == "ar":
+        from .autoregressive import generate_left_to_right
+
+        given = [f"--{k}" for k in ("prompt", "infill", "source", "trajectory") if getattr(args, k)]
+        if given or args.sampler not in ("ancestral", "autoregressive"):
+            what = ", ".join(given) or f"--sampler {args.sampler}"
+            raise ConfigError(
+                f"{what} does not apply to an autoregressive checkpoint; it samples left to right"
+            )
+        out = generate_left_to_right(
+            loaded.model, loaded.tokenizer, args.num_samples, args.length, **sharpening, **common
+        )
+    else:
+        from .objectives import objective_from_config
+        from .pipeline import DiffusionPipeline
+
+        objective = objective_from_config(
+            loaded.diffusion_cfg, loaded.tokenizer.mask_token_id, loaded.token_counts
+        )
+        out = DiffusionPipeline(loaded.model, loaded.tokenizer, objective)(
+            num_samples=args.num_samples,
+            length=args.length,
+            steps=args.steps,
+            sampler=args.sampler,
+            prompt=args.prompt,
+            infill=args.infill,
+            source=args.source,
+            return_trajectory=args.trajectory,
+            **sharpening,
+            **common,
+        )
     records = []
     for i, (text, length, nfe) in enumerate(zip(out.texts, out.lengths, out.nfe, strict=True)):
         record: dict[str, object] = {"text": text, "length": length, "nfe": nfe}
         if out.trajectories is not None:
             record["trajectory"] = [
-                pipe.tokenizer.decode(state, skip_special_tokens=False) for state in out.trajectories[i]
+                loaded.tokenizer.decode(state, skip_special_tokens=False) for state in out.trajectories[i]
             ]
         records.append(record)
     if args.out:
@@ -209,7 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--steps", type=int, default=64, help="denoising steps (network calls at most)")
     p.add_argument(
-        "--sampler", default="ancestral", help="ancestral | cached | confidence | threshold | gibbs"
+        "--sampler",
+        default="ancestral",
+        help="ancestral | cached | confidence | threshold | gibbs (an AR checkpoint samples left to right)",
     )
     group = p.add_mutually_exclusive_group()
     group.add_argument("--prompt", help="fixed text right after [CLS]")
