@@ -64,6 +64,14 @@ def test_quick_reproduction_writes_every_row_claim_and_plot_and_reruns_from_cach
     again = page.read_text()
     assert "Our reading." in again[again.index(DISCUSSION_START) : again.index(DISCUSSION_END)]
 
+    # A changed protocol invalidates the stored evaluations (not the trained rows).
+    raw = yaml.safe_load(tiny_plan.read_text())
+    raw["protocol"]["num_samples"] = 2
+    tiny_plan.write_text(yaml.safe_dump(raw))
+    reproduce(tiny_plan, progress=False)
+    stored = json.loads((Path(plan.output_dir) / "spindle" / "evaluation.json").read_text())
+    assert len(stored["result"]["samples"]) == 2
+
 
 @pytest.mark.parametrize(
     ("patch", "message"),

@@ -23,7 +23,6 @@ from .config import Config, load_config
 from .errors import ConfigError
 from .evaluation import EvaluationReport, evaluate_file
 
-METRIC_NAMES = ("ppl_word", "nats_token", "bleu", "self_bleu", "gen_ppl", "entropy")
 LOWER_IS_BETTER = {"ppl_word": True, "nats_token": True, "bleu": False, "self_bleu": True, "gen_ppl": True}
 
 
@@ -194,17 +193,24 @@ class RowResult:
 
 
 def evaluate_row(plan: Plan, row: Row, progress: bool = True) -> RowResult:
-    """Evaluate a trained row by the plan's protocol, or return its stored result for the same protocol."""
+    """Evaluate a trained row by the plan's protocol, or return its stored result when the protocol, the row's
+    config and its final weights are the ones it was computed for."""
     p = plan.protocol
     cfg = row_config(plan, row)
     run = Path(cfg.training.output_dir)
     stored = run / "evaluation.json"
-    key = {"protocol": asdict(p), "judge": plan.judge, "sampler": row.sampler}
+    judge = Path(row_config(plan, plan.row(plan.judge)).training.output_dir) / "final"
+    key = {
+        "protocol": asdict(p),
+        "judge": plan.judge,
+        "sampler": row.sampler,
+        "config": cfg.to_dict(),
+        "weights": [_written_at(run / "final"), _written_at(judge)],
+    }
     if stored.is_file():
         record = json.loads(stored.read_text(encoding="utf-8"))
         if record.get("key") == key:
             return RowResult(**{**record["result"], "samples": tuple(record["result"]["samples"])})
-    judge = Path(row_config(plan, plan.row(plan.judge)).training.output_dir) / "final"
     started = time.perf_counter()
     report: EvaluationReport = evaluate_file(
         run / "final",
@@ -244,6 +250,12 @@ def evaluate_row(plan: Plan, row: Row, progress: bool = True) -> RowResult:
     return result
 
 
+def _written_at(model_dir: Path) -> int | None:
+    """When a model directory's weights were written (ns), so a retrained row is evaluated again."""
+    weights = model_dir / "model.safetensors"
+    return weights.stat().st_mtime_ns if weights.is_file() else None
+
+
 # ----------------------------------------------------------------------------------------------- the page
 
 
@@ -251,16 +263,12 @@ def _fmt(value: float | None, digits: int) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def _metric(result: RowResult, name: str) -> float | None:
-    return getattr(result, name)
-
-
 def claim_verdicts(plan: Plan, results: dict[str, RowResult]) -> list[tuple[Claim, float, float, bool]]:
     """Each claim with the two rows' values and whether our numbers agree with it."""
     verdicts = []
     for claim in plan.claims:
-        better = _metric(results[claim.better], claim.metric)
-        worse = _metric(results[claim.worse], claim.metric)
+        better = getattr(results[claim.better], claim.metric)
+        worse = getattr(results[claim.worse], claim.metric)
         holds = better < worse if LOWER_IS_BETTER[claim.metric] else better > worse
         verdicts.append((claim, better, worse, holds))
     return verdicts
