@@ -129,8 +129,8 @@ def test_from_backbone_on_packaged_minilm_encoder() -> None:
         )
     groups = {g["name"]: g for g in parameter_groups(model, base_lr=1e-5, head_lr=1e-3, weight_decay=0.1)}
     by_id = {id(p): name for name, p in model.named_parameters()}
-    new = {by_id[id(p)] for p in groups["new"]["params"] + groups["new_no_decay"]["params"]}
-    assert new == HEAD_KEYS and groups["new"]["lr"] == 1e-3
+    new = {by_id[id(p)] for p in groups["new_head"]["params"] + groups["new_head_no_decay"]["params"]}
+    assert new == HEAD_KEYS and groups["new_head"]["lr"] == 1e-3 and "new" not in groups
 
     input_ids = torch.tensor([[101, 1996, 4937, 2938, 102]])
     logits = model(input_ids, positions=torch.tensor([[True, True, True, True, False]])).logits

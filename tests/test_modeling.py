@@ -200,7 +200,7 @@ def test_from_backbone_keeps_an_existing_mlm_head(tmp_path: Path, save_tiny_bert
     torch.testing.assert_close(model(input_ids).logits, expected)
 
 
-def test_parameter_groups_split_new_from_pretrained(tmp_path: Path, save_tiny_bert) -> None:
+def test_parameter_groups_give_only_a_new_head_the_head_lr(tmp_path: Path, save_tiny_bert) -> None:
     path = save_tiny_bert(tmp_path, WORDS, with_head=False)
     model = DiffusionBertForMaskedLM.from_backbone(path, "prefix_token")
     groups = {
@@ -208,19 +208,23 @@ def test_parameter_groups_split_new_from_pretrained(tmp_path: Path, save_tiny_be
         for group in parameter_groups(model, base_lr=1e-5, head_lr=1e-3, weight_decay=0.1)
     }
 
-    assert set(groups) == {"pretrained", "pretrained_no_decay", "new", "new_no_decay"}
+    kinds = ("pretrained", "new_head", "new")
+    assert set(groups) == {kind + suffix for kind in kinds for suffix in ("", "_no_decay")}
     by_id = {id(p): name for name, p in model.named_parameters()}
     grouped = [id(p) for group in groups.values() for p in group["params"]]
     assert sorted(grouped) == sorted(by_id)  # every parameter exactly once, tied decoder included once
-    new_names = {by_id[id(p)] for p in groups["new"]["params"] + groups["new_no_decay"]["params"]}
-    assert new_names == set(model.newly_initialized_keys)
-    assert "backbone.cls.predictions.transform.dense.weight" in new_names
-    assert "time_embedding.mlp.0.weight" in new_names
-    assert groups["new"]["lr"] == 1e-3 and groups["pretrained"]["lr"] == 1e-5
+
+    def names(kind: str) -> set[str]:
+        return {by_id[id(p)] for p in groups[kind]["params"] + groups[f"{kind}_no_decay"]["params"]}
+
+    assert names("new_head") | names("new") == set(model.newly_initialized_keys)
+    assert "backbone.cls.predictions.transform.dense.weight" in names("new_head")
+    assert "time_embedding.mlp.0.weight" in names("new")  # feeds the encoder: the encoder's rate
+    assert groups["new_head"]["lr"] == 1e-3 and groups["pretrained"]["lr"] == groups["new"]["lr"] == 1e-5
     assert (
         groups["pretrained_no_decay"]["weight_decay"] == 0.0 and groups["pretrained"]["weight_decay"] == 0.1
     )
-    assert all(p.ndim == 1 for p in groups["new_no_decay"]["params"])
+    assert all(p.ndim == 1 for p in groups["new_head_no_decay"]["params"])
 
 
 def test_tiny_tokenizer_layout_and_tiny_model_from_it() -> None:

@@ -73,7 +73,7 @@ class TrainingConfig:
     grad_accum: int = 1
     max_steps: int = 1000
     lr: float = 5e-5
-    head_lr: float = 1e-3
+    head_lr: float = 1e-3  # a newly created vocabulary head only (see modeling.parameter_groups)
     weight_decay: float = 0.01
     warmup_steps: int = 50
     lr_decay: str = "linear"  # linear | cosine | constant
