@@ -79,6 +79,7 @@ def test_quick_reproduction_writes_every_row_claim_and_plot_and_reruns_from_cach
         ({"judge": "gpt"}, "row 'gpt' is not in the plan"),
         ({"protocol": {"test_file": "x.txt", "samples": 3}}, "protocol has no key 'samples'"),
         ({"rows": []}, "has no rows"),
+        ({"convergence": ["spindle"]}, "convergence needs at least two rows"),
         (
             {"claims": [{"text": "c", "better": "spindle", "worse": "linear", "metric": "bleu4"}]},
             "metric 'bleu4'",

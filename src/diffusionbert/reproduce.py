@@ -83,7 +83,9 @@ class Plan:
     protocol: Protocol
     rows: tuple[Row, ...]
     judge: str
-    convergence: tuple[str, str]
+    convergence: tuple[
+        str, ...
+    ]  # rows whose validation curves are plotted; the first two differ in init only
     claims: tuple[Claim, ...] = ()
     title: str = "Small-scale reproduction of DiffusionBERT's Table 2"
 
@@ -125,6 +127,8 @@ def load_plan(path: str | Path) -> Plan:
     claims = tuple(_build(Claim, c, f"claims[{i}]") for i, c in enumerate(raw.pop("claims", None) or []))
     protocol = _build(Protocol, raw.pop("protocol", None), "protocol")
     plan = _build(Plan, {**raw, "rows": rows, "claims": claims, "protocol": protocol}, str(path))
+    if len(plan.convergence) < 2:
+        raise ConfigError(f"reproduction plan {path}: convergence needs at least two rows")
     names = [r.name for r in plan.rows]
     if len(set(names)) != len(names):
         raise ConfigError(f"reproduction plan {path} repeats a row name: {names}")
@@ -275,7 +279,7 @@ def claim_verdicts(plan: Plan, results: dict[str, RowResult]) -> list[tuple[Clai
 
 
 def convergence_plot(plan: Plan, png: Path) -> None:
-    """Validation bound (nats/token) against step for the plan's two convergence rows, from their logs."""
+    """Validation bound (nats/token) against step for the plan's convergence rows, from their logs."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -369,8 +373,14 @@ def results_page(plan: Plan, results: dict[str, RowResult], machine: str, plan_p
         "",
         "## Convergence",
         "",
-        f"Validation bound against step for `{plan.convergence[0]}` and `{plan.convergence[1]}` (same settings"
-        " otherwise):",
+        f"Validation bound (nats/token, {base.training.eval_batches} batches of `{base.data.valid_file}`, the same"
+        f" draws at every point) against step. `{plan.convergence[0]}` and `{plan.convergence[1]}` differ only in"
+        " their initialisation (pre-trained vs random)"
+        + (
+            f"; {', '.join(f'`{n}`' for n in plan.convergence[2:])} for comparison."
+            if len(plan.convergence) > 2
+            else "."
+        ),
         "",
         "![convergence](convergence.png)",
         "",
