@@ -111,8 +111,13 @@ def test_claims_compare_in_the_metric_direction():
     plan = load_plan(PLAN)
     base = RowResult(5.0, 0.1, 100.0, 0.3, 0.2, 50.0, 5.0, 20.0, 400, 10.0, 5.0, "cached", 128, ())
     results = {row.name: base for row in plan.rows}
-    results["spindle"] = replace(base, ppl_word=80.0, bleu=0.2)  # lower PPL (better), lower BLEU (worse)
-    verdicts = {c.text: holds for c, _, _, holds in claim_verdicts(plan, results)}
-    assert verdicts["spindle beats linear (time-agnostic)"] is True
-    assert verdicts["DiffusionBERT has higher BLEU than BERT-Mouth"] is False
-    assert verdicts["time-agnostic beats a prefix time token"] is False  # a tie is no win
+    # lower PPL (better) by 3 standard errors of the difference, lower BLEU (worse)
+    results["spindle"] = replace(base, ppl_word=80.0, nats_token=5.0 - 0.3 * 2**0.5, bleu=0.2)
+    results["prefix"] = replace(base, ppl_word=99.0, nats_token=4.99)
+    verdicts = {v.claim.text: v for v in claim_verdicts(plan, results)}
+    spindle = verdicts["spindle beats linear (time-agnostic)"]
+    assert spindle.agrees and spindle.gap_in_stderr == pytest.approx(3.0) and spindle.text == "yes (3.0 s.e.)"
+    bleu = verdicts["DiffusionBERT has higher BLEU than BERT-Mouth"]
+    assert not bleu.agrees and bleu.gap_in_stderr is None and bleu.text == "**no**"
+    prefix = verdicts["time-agnostic beats a prefix time token"]
+    assert not prefix.agrees and prefix.text == "**no**, within noise (0.1 s.e.)"

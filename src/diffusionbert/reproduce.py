@@ -12,6 +12,7 @@ evaluation is stored next to its run, keyed by the protocol, so re-running only 
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -267,14 +268,40 @@ def _fmt(value: float | None, digits: int) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def claim_verdicts(plan: Plan, results: dict[str, RowResult]) -> list[tuple[Claim, float, float, bool]]:
-    """Each claim with the two rows' values and whether our numbers agree with it."""
+@dataclass(frozen=True)
+class Verdict:
+    """A claim checked on our numbers: the two rows' values, whether the order agrees, and for the bound
+    metrics the gap in standard errors (None for sample metrics, which have none)."""
+
+    claim: Claim
+    better: float
+    worse: float
+    agrees: bool
+    gap_in_stderr: float | None
+
+    @property
+    def text(self) -> str:
+        word = "yes" if self.agrees else "**no**"
+        if self.gap_in_stderr is not None and abs(self.gap_in_stderr) < 2:
+            return f"{word}, within noise ({abs(self.gap_in_stderr):.1f} s.e.)"
+        return word if self.gap_in_stderr is None else f"{word} ({abs(self.gap_in_stderr):.1f} s.e.)"
+
+
+def claim_verdicts(plan: Plan, results: dict[str, RowResult]) -> list[Verdict]:
+    """Each claim with the two rows' values and whether our numbers agree with it.
+
+    For the bound metrics the gap is the nats/token difference over the two standard errors combined
+    (√(s₁² + s₂²)); under 2 the order is called within noise.
+    """
     verdicts = []
     for claim in plan.claims:
-        better = getattr(results[claim.better], claim.metric)
-        worse = getattr(results[claim.worse], claim.metric)
+        b, w = results[claim.better], results[claim.worse]
+        better, worse = getattr(b, claim.metric), getattr(w, claim.metric)
         holds = better < worse if LOWER_IS_BETTER[claim.metric] else better > worse
-        verdicts.append((claim, better, worse, holds))
+        gap = None
+        if claim.metric in ("ppl_word", "nats_token"):
+            gap = (w.nats_token - b.nats_token) / math.hypot(b.stderr_token, w.stderr_token)
+        verdicts.append(Verdict(claim, better, worse, holds, gap))
     return verdicts
 
 
@@ -365,10 +392,8 @@ def results_page(plan: Plan, results: dict[str, RowResult], machine: str, plan_p
         "| claim | metric | ours (better row) | ours (worse row) | agrees |",
         "|---|---|---|---|---|",
     ]
-    for claim, better, worse, holds in claim_verdicts(plan, results):
-        lines.append(
-            f"| {claim.text} | {claim.metric} | {better:.4g} | {worse:.4g} | {'yes' if holds else '**no**'} |"
-        )
+    for v in claim_verdicts(plan, results):
+        lines.append(f"| {v.claim.text} | {v.claim.metric} | {v.better:.4g} | {v.worse:.4g} | {v.text} |")
     lines += [
         "",
         "## Convergence",
