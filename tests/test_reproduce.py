@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from diffusionbert.errors import ConfigError
@@ -48,6 +49,8 @@ def test_quick_reproduction_writes_every_row_claim_and_plot_and_reruns_from_cach
         assert f"| **{row.label}** |" in text
         stored = json.loads((Path(plan.output_dir) / row.name / "evaluation.json").read_text())
         assert stored["result"]["steps"] == 2 and len(stored["result"]["samples"]) == 3
+        batches = json.loads((Path(plan.output_dir) / row.name / "batch_bounds.json").read_text())
+        assert len(batches["batch_nats_per_token"]) == 2  # 8 test sentences in batches of 4
     for claim in plan.claims:
         assert f"| {claim.text} |" in text
     assert (page.parent / "convergence.png").stat().st_size > 0
@@ -103,21 +106,31 @@ def test_duplicate_row_names_are_rejected(tmp_path):
         load_plan(path)
 
 
-def test_claims_compare_in_the_metric_direction():
+def test_claims_compare_in_the_metric_direction_and_judge_bounds_by_paired_batches():
     from dataclasses import replace
 
-    from diffusionbert.reproduce import RowResult, claim_verdicts
+    from diffusionbert.reproduce import RowResult, claim_verdicts, paired_gap
 
     plan = load_plan(PLAN)
     base = RowResult(5.0, 0.1, 100.0, 0.3, 0.2, 50.0, 5.0, 20.0, 400, 10.0, 5.0, "cached", 128, ())
     results = {row.name: base for row in plan.rows}
-    # lower PPL (better) by 3 standard errors of the difference, lower BLEU (worse)
-    results["spindle"] = replace(base, ppl_word=80.0, nats_token=5.0 - 0.3 * 2**0.5, bleu=0.2)
-    results["prefix"] = replace(base, ppl_word=99.0, nats_token=4.99)
-    verdicts = {v.claim.text: v for v in claim_verdicts(plan, results)}
+    results["spindle"] = replace(base, ppl_word=80.0, bleu=0.2)  # lower PPL (better), lower BLEU (worse)
+    results["prefix"] = replace(base, ppl_word=99.0)
+    hard_and_easy = (6.0, 4.0, 6.0, 4.0)  # sentence difficulty varies a lot from batch to batch
+    batches = {row.name: hard_and_easy for row in plan.rows}
+    batches["spindle"] = (5.9, 3.8, 5.8, 3.9)  # better on every batch, by 0.15 ± 0.05
+    batches["prefix"] = (5.99, 4.02, 5.98, 4.0)
+    verdicts = {v.claim.text: v for v in claim_verdicts(plan, results, batches)}
     spindle = verdicts["spindle beats linear (time-agnostic)"]
-    assert spindle.agrees and spindle.gap_in_stderr == pytest.approx(3.0) and spindle.text == "yes (3.0 s.e.)"
+    gap = 0.15 / (torch.tensor([0.1, 0.2, 0.2, 0.1], dtype=torch.float64).std().item() / 2)
+    assert (
+        spindle.agrees
+        and spindle.gap_in_stderr == pytest.approx(gap)
+        and spindle.text == f"yes ({gap:.1f} s.e.)"
+    )
     bleu = verdicts["DiffusionBERT has higher BLEU than BERT-Mouth"]
     assert not bleu.agrees and bleu.gap_in_stderr is None and bleu.text == "**no**"
     prefix = verdicts["time-agnostic beats a prefix time token"]
-    assert not prefix.agrees and prefix.text == "**no**, within noise (0.1 s.e.)"
+    assert not prefix.agrees and prefix.text.startswith("**no**, within noise")
+    with pytest.raises(ConfigError, match="at least two batches"):
+        paired_gap((1.0,), (2.0,))

@@ -2,8 +2,8 @@
 
 A training step or a sampling call creates [n, V] temporaries (logits, log-probabilities and their
 gradients: tens of MB each). glibc serves blocks that large with fresh ``mmap`` pages and returns them on
-free, so every step pays the page faults of touching new memory again: measured on the 2-core AMD CPU, a
-MiniLM training step ran about 12 % faster with the heap kept (docs/benchmarks.md). This is what PyTorch's
+free, so every step pays the page faults of touching new memory again: on the 2-core AMD CPU a MiniLM
+training step went from 0.76 to 0.64 s (`make bench`, docs/benchmarks.md) with the heap kept. This is what PyTorch's
 CPU performance guide gets from jemalloc or tcmalloc, done with glibc's own ``mallopt``.
 """
 
