@@ -207,19 +207,12 @@ def evaluate_row(plan: Plan, row: Row, progress: bool = True) -> RowResult:
     stored = run / "evaluation.json"
     judge = Path(row_config(plan, plan.row(plan.judge)).training.output_dir) / "final"
     key = _evaluation_key(plan, cfg, judge) | {"sampler": row.sampler}
-    if stored.is_file():
-        record = json.loads(stored.read_text(encoding="utf-8"))
-        if record.get("key") == key:
-            return RowResult(**{**record["result"], "samples": tuple(record["result"]["samples"])})
+    if (record := _stored(stored, key)) is not None:
+        return RowResult(**{**record["result"], "samples": tuple(record["result"]["samples"])})
     started = time.perf_counter()
     report: EvaluationReport = evaluate_file(
         run / "final",
-        p.test_file,
-        max_examples=p.max_examples,
-        batch_size=p.batch_size,
-        seed=p.seed,
-        repeats=p.repeats,
-        progress=progress,
+        **_bound_options(p, progress),
         metrics=("bound", "bleu", "self-bleu", "entropy", "gen-ppl"),
         num_samples=p.num_samples,
         sampler=row.sampler,
@@ -256,27 +249,36 @@ def batch_bounds(plan: Plan, row: Row, progress: bool = True) -> tuple[float, ..
     Every row is evaluated on the same batches with the same seed, so two rows' per-batch difference is a
     paired sample: :func:`claim_verdicts` judges gaps by its standard error.
     """
-    p = plan.protocol
     cfg = row_config(plan, row)
     run = Path(cfg.training.output_dir)
     stored = run / "batch_bounds.json"
     key = _evaluation_key(plan, cfg, None)
-    if stored.is_file():
-        record = json.loads(stored.read_text(encoding="utf-8"))
-        if record.get("key") == key:
-            return tuple(record["batch_nats_per_token"])
-    report = evaluate_file(
-        run / "final",
-        p.test_file,
-        max_examples=p.max_examples,
-        batch_size=p.batch_size,
-        seed=p.seed,
-        repeats=p.repeats,
-        progress=progress,
-    )
+    if (record := _stored(stored, key)) is not None:
+        return tuple(record["batch_nats_per_token"])
+    report = evaluate_file(run / "final", **_bound_options(plan.protocol, progress))
     values = report.bound.batch_nats_per_token
     _write_json(stored, {"key": key, "batch_nats_per_token": list(values)})
     return values
+
+
+def _bound_options(p: Protocol, progress: bool) -> dict[str, Any]:
+    """The protocol's data and bound settings, as :func:`evaluate_file` takes them: the same for every row."""
+    return {
+        "data": p.test_file,
+        "max_examples": p.max_examples,
+        "batch_size": p.batch_size,
+        "seed": p.seed,
+        "repeats": p.repeats,
+        "progress": progress,
+    }
+
+
+def _stored(path: Path, key: dict[str, object]) -> dict[str, Any] | None:
+    """A stored JSON record if it was computed for ``key``, else None."""
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text(encoding="utf-8"))
+    return record if record.get("key") == key else None
 
 
 def _evaluation_key(plan: Plan, cfg: Config, judge: Path | None) -> dict[str, object]:
