@@ -169,19 +169,15 @@ def generate_left_to_right(
     """
     from rich.progress import Progress
 
-    from .pipeline import SampleOutput, sample_generator
+    from .pipeline import SampleOutput, check_sample_request, sample_generator
     from .samplers import RowRandom, Sharpening, gumbel_argmax
 
-    for name, value in (("num_samples", num_samples), ("batch_size", batch_size), ("length", length)):
-        if value < 1:
-            raise ConfigError(f"{name}={value} is not valid; allowed: {name} >= 1")
-    if length + 1 > model.max_input_length:
+    check_sample_request(num_samples, batch_size, seed)
+    if not 1 <= length <= model.max_input_length - 1:
         raise ConfigError(
-            f"length={length} is not valid; allowed: length <= {model.max_input_length - 1} (the model's "
+            f"length={length} is not valid; allowed: 1 <= length <= {model.max_input_length - 1} (the model's "
             "positions, [CLS] included)"
         )
-    if seed < 0:
-        raise ConfigError(f"seed={seed} is not valid; allowed: seed >= 0")
     sharpening = Sharpening(temperature, top_k, top_p)
     device = next(model.parameters()).device
     model.eval()

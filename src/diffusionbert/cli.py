@@ -65,13 +65,9 @@ def cmd_sample(args: argparse.Namespace) -> None:
             loaded.model, loaded.tokenizer, args.num_samples, args.length, **sharpening, **common
         )
     else:
-        from .objectives import objective_from_config
         from .pipeline import DiffusionPipeline
 
-        objective = objective_from_config(
-            loaded.diffusion_cfg, loaded.tokenizer.mask_token_id, loaded.token_counts
-        )
-        out = DiffusionPipeline(loaded.model, loaded.tokenizer, objective)(
+        out = DiffusionPipeline.from_loaded(loaded)(
             num_samples=args.num_samples,
             length=args.length,
             steps=args.steps,

@@ -27,7 +27,7 @@ from rich.progress import Progress
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
-from .checkpoint import load_model_dir
+from .checkpoint import LoadedModel, load_model_dir
 from .errors import ConfigError
 from .modeling import DiffusionBertForMaskedLM
 from .objectives import Objective, objective_from_config
@@ -164,6 +164,15 @@ class _Layout:
     cut_from: int
 
 
+def check_sample_request(num_samples: int, batch_size: int, seed: int) -> None:
+    """Reject a sample count, batch size or seed that no sampler can honour (one-line errors)."""
+    for name, value in (("num_samples", num_samples), ("batch_size", batch_size)):
+        if value < 1:
+            raise ConfigError(f"{name}={value} is not valid; allowed: {name} >= 1")
+    if seed < 0:
+        raise ConfigError(f"seed={seed} is not valid; allowed: seed >= 0")
+
+
 def sample_generator(seed: int, index: int, device: torch.device) -> torch.Generator:
     """The generator of sample ``index`` under ``seed``: the same whichever batch the sample falls in."""
     state = np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint64)[0]
@@ -202,7 +211,11 @@ class DiffusionPipeline:
         cls, directory: str | Path, device: torch.device | str | None = None
     ) -> DiffusionPipeline:
         """Load a model directory (or a run directory with ``final/``) written by training."""
-        loaded = load_model_dir(directory, device)
+        return cls.from_loaded(load_model_dir(directory, device), device)
+
+    @classmethod
+    def from_loaded(cls, loaded: LoadedModel, device: torch.device | str | None = None) -> DiffusionPipeline:
+        """The pipeline of an already loaded model directory, with the objective its settings describe."""
         objective = objective_from_config(
             loaded.diffusion_cfg, loaded.tokenizer.mask_token_id, loaded.token_counts
         )
@@ -237,11 +250,7 @@ class DiffusionPipeline:
         ``sampler`` is a name (built with ``temperature``/``top_k``/``top_p``) or a :class:`Sampler` object
         carrying its own options. With ``infill`` the template fixes the length and ``length`` is ignored.
         """
-        for name, value in (("num_samples", num_samples), ("batch_size", batch_size)):
-            if value < 1:
-                raise ConfigError(f"{name}={value} is not valid; allowed: {name} >= 1")
-        if seed < 0:
-            raise ConfigError(f"seed={seed} is not valid; allowed: seed >= 0")
+        check_sample_request(num_samples, batch_size, seed)
         sampler = self._sampler(sampler, temperature, top_k, top_p)
         timesteps = sampler.timesteps(steps)
         layout = self._layout(length, prompt, infill, source)

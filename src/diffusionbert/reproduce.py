@@ -240,11 +240,14 @@ def evaluate_row(plan: Plan, row: Row, progress: bool = True) -> RowResult:
         samples=tuple(s.texts),
     )
     _write_json(stored, {"key": key, "result": asdict(result)})
+    batches = {"key": _evaluation_key(plan, cfg, None), "batch_nats_per_token": list(b.batch_nats_per_token)}
+    _write_json(run / "batch_bounds.json", batches)  # so batch_bounds need not evaluate the bound again
     return result
 
 
 def batch_bounds(plan: Plan, row: Row, progress: bool = True) -> tuple[float, ...]:
-    """The row's bound on the protocol's test sentences per batch (nats/token), stored next to the run.
+    """The row's bound on the protocol's test sentences per batch (nats/token), stored next to the run by
+    :func:`evaluate_row`; evaluated here only when that record is missing or stale.
 
     Every row is evaluated on the same batches with the same seed, so two rows' per-batch difference is a
     paired sample: :func:`claim_verdicts` judges gaps by its standard error.
