@@ -115,3 +115,6 @@ def test_an_autoregressive_checkpoint_samples_left_to_right(tiny_config, tmp_pat
     assert len(records) == 3 and all(r["nfe"] == min(r["length"] + 1, 6) for r in records)
     proc = run(*args, "--prompt", "the cat", "--no-progress")
     assert proc.returncode == 2 and "--prompt does not apply to an autoregressive checkpoint" in proc.stderr
+    proc = run(*args, "--sampler", "ancestral", "--no-progress")  # as `evaluate`: only its own sampler
+    assert proc.returncode == 2 and "--sampler ancestral does not apply" in proc.stderr
+    assert run(*args, "--sampler", "autoregressive", "--no-progress").returncode == 0

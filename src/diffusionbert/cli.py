@@ -54,9 +54,10 @@ def cmd_sample(args: argparse.Namespace) -> None:
     common = {"seed": args.seed, "batch_size": args.batch_size, "progress": not args.no_progress}
     if loaded.diffusion_cfg.objective == "ar":
         from .autoregressive import generate_left_to_right
+        from .evaluation import AR_SAMPLER
 
         given = [f"--{k}" for k in ("prompt", "infill", "source", "trajectory") if getattr(args, k)]
-        if given or args.sampler not in ("ancestral", "autoregressive"):
+        if given or args.sampler not in (None, AR_SAMPLER):
             what = ", ".join(given) or f"--sampler {args.sampler}"
             raise ConfigError(
                 f"{what} does not apply to an autoregressive checkpoint; it samples left to right"
@@ -71,7 +72,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
             num_samples=args.num_samples,
             length=args.length,
             steps=args.steps,
-            sampler=args.sampler,
+            sampler=args.sampler or "ancestral",
             prompt=args.prompt,
             infill=args.infill,
             source=args.source,
@@ -157,7 +158,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         )
     machine = machine_description()
     naive, ours, peak = bench_training(
-        Path(args.data), num_sentences=args.sentences, steps=args.steps, seed=args.seed
+        Path(args.data), num_sentences=args.sentences, steps=args.steps, seed=args.seed, rounds=args.rounds
     )
     sections = [
         training_report(
@@ -167,6 +168,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
             (
                 f"Machine: {machine}. Packaged MiniLM-L6, spindle DiffusionBERT objective (T = 2048), batch 32 of the "
                 f"first {args.sentences} sentences of `{args.data}`, {args.steps} timed steps after one warm-up, AdamW, "
+                f"{args.rounds} rounds of each step kind, alternating, "
                 f"seed {args.seed}."
             ),
         )
@@ -224,8 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=64, help="denoising steps (network calls at most)")
     p.add_argument(
         "--sampler",
-        default="ancestral",
-        help="ancestral | cached | confidence | threshold | gibbs (an AR checkpoint samples left to right)",
+        help="ancestral (default) | cached | confidence | threshold | gibbs; an AR checkpoint samples left to "
+        "right, its only sampler ('autoregressive'), as in `evaluate`",
     )
     group = p.add_mutually_exclusive_group()
     group.add_argument("--prompt", help="fixed text right after [CLS]")
@@ -276,8 +278,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmarks against naive references; writes docs/benchmarks.md")
     p.add_argument("--data", default="../shared/data/lm1b/train.txt")
-    p.add_argument("--sentences", type=int, default=256)
-    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--sentences", type=_positive_int, default=256)
+    p.add_argument("--steps", type=_positive_int, default=4)
+    p.add_argument(
+        "--rounds", type=_positive_int, default=3, help="timings of each training step kind, alternating"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint", default="runs/demo/final", help="trained model for the sampling benchmark")
     p.add_argument("--num-samples", type=int, default=8)
@@ -290,6 +295,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_reproduce)
     return parser
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

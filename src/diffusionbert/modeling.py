@@ -6,7 +6,11 @@ ELECTRA generator, ALBERT) and adds two things the diffusion trainer and sampler
 * optional conditioning on the diffusion time ``t``, the three variants the DiffusionBERT paper compares:
   none (time-agnostic), a time "prefix token" inserted after ``[CLS]``, or a per-layer additive time
   embedding that is zero at initialisation;
-* logits only where asked (``positions``), with special tokens that must never be sampled set to ``-inf``.
+* logits only where asked (``positions``), with special tokens that must never be sampled set to ``-inf``;
+  on backbones of BERT's layer layout such calls run the encoder on real tokens only and its last layer only
+  at those positions (:mod:`diffusionbert.unpadded`: same outputs, less work).
+
+Dropout layers of the backbone draw their CPU masks from 16-bit integers (:class:`~diffusionbert.unpadded.FastDropout`).
 
 The wrapper is a regular ``PreTrainedModel`` registered with the Auto classes, so
 ``AutoModelForMaskedLM.from_pretrained(dir)`` works on a saved checkpoint without ``trust_remote_code``.
@@ -37,6 +41,7 @@ from transformers.configuration_utils import SubConfigSpec
 from transformers.modeling_outputs import MaskedLMOutput
 
 from diffusionbert.errors import CheckpointError, ConfigError, invalid_choice
+from diffusionbert.unpadded import encode_real_tokens, has_bert_layers, use_fast_dropout
 
 TIME_CONDITIONINGS = ("none", "prefix_token", "layerwise")
 
@@ -173,6 +178,7 @@ class BackboneWrapperModel(PreTrainedModel):
                 backbone = self._backbone_auto_class.from_config(config.backbone_config)
             except ValueError as err:
                 raise self._unsupported_backbone(config) from err
+        use_fast_dropout(backbone)
         self.backbone = backbone
         self.head_path = self._find_head(backbone)
 
@@ -335,6 +341,7 @@ class DiffusionBertForMaskedLM(BackboneWrapperModel):
         super().__init__(config, backbone)
         backbone = self.backbone
         self._layer_time: torch.Tensor | None = None
+        self._bert_layers = has_bert_layers(backbone.base_model)
         if config.time_conditioning == "prefix_token":
             self.time_embedding = TimeEmbedding(backbone.get_input_embeddings().embedding_dim)
         elif config.time_conditioning == "layerwise":
@@ -385,21 +392,47 @@ class DiffusionBertForMaskedLM(BackboneWrapperModel):
         time = None if mode == "none" else self._embed_time(t, input_ids.shape[0], input_ids.device)
 
         base = self.backbone.base_model
+        inputs = {"input_ids": input_ids}
+        selected = positions
         if mode == "prefix_token":
             embeds = self.get_input_embeddings()(input_ids)
-            embeds = torch.cat([embeds[:, :1], time[:, None].to(embeds.dtype), embeds[:, 1:]], dim=1)
+            inputs = {
+                "inputs_embeds": torch.cat([embeds[:, :1], time[:, None].to(embeds.dtype), embeds[:, 1:]], 1)
+            }
             attention_mask = torch.cat(
                 [attention_mask[:, :1], attention_mask[:, :1], attention_mask[:, 1:]], 1
             )
-            hidden = base(inputs_embeds=embeds, attention_mask=attention_mask)[0]
+            if positions is not None:
+                selected = torch.cat(
+                    [positions[:, :1], torch.zeros_like(positions[:, :1]), positions[:, 1:]], 1
+                )
+        if self._runs_real_tokens_only(selected, attention_mask):
+            offsets = functools.partial(self._layer_time_offset, time) if mode == "layerwise" else None
+            hidden = encode_real_tokens(
+                base.encoder.layer, base.embeddings(**inputs), attention_mask, selected, offsets
+            )
+            return MaskedLMOutput(logits=self._head_logits(hidden, None))
+        self._layer_time = time if mode == "layerwise" else None
+        try:
+            hidden = base(**inputs, attention_mask=attention_mask)[0]
+        finally:
+            self._layer_time = None
+        if mode == "prefix_token":
             hidden = torch.cat([hidden[:, :1], hidden[:, 2:]], dim=1)
-        else:
-            self._layer_time = time
-            try:
-                hidden = base(input_ids=input_ids, attention_mask=attention_mask)[0]
-            finally:
-                self._layer_time = None
         return MaskedLMOutput(logits=self._head_logits(hidden, positions))
+
+    def _runs_real_tokens_only(self, positions: torch.Tensor | None, attention_mask: torch.Tensor) -> bool:
+        """Whether this call can take :func:`encode_real_tokens`: logits at some positions, all of them real
+        tokens, a BERT-layout encoder and no gradient checkpointing (which lives in the backbone's layers)."""
+        return (
+            positions is not None
+            and self._bert_layers
+            and not any(
+                getattr(layer, "gradient_checkpointing", False)
+                for layer in self.backbone.base_model.encoder.layer
+            )
+            and not bool((positions & ~attention_mask.bool()).any())
+        )
 
     def _embed_time(self, t: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor:
         if t is None or t.shape != (batch,):
@@ -410,13 +443,17 @@ class DiffusionBertForMaskedLM(BackboneWrapperModel):
             )
         return self.time_embedding(t.to(device))
 
+    def _layer_time_offset(self, time: torch.Tensor, index: int) -> torch.Tensor:
+        """What layer-wise time conditioning adds to every token of a row before encoder layer ``index``: [B, H]."""
+        return self.layer_time_projections[index](nn.functional.silu(time))
+
     def _add_layer_time(
         self, index: int, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
         """Forward pre-hook of encoder layer ``index``: add its projection of the time embedding."""
         if self._layer_time is None:  # the backbone was called directly, outside forward()
             return None
-        delta = self.layer_time_projections[index](nn.functional.silu(self._layer_time))[:, None, :]
+        delta = self._layer_time_offset(self._layer_time, index)[:, None, :]
         if args:
             return (args[0] + delta.to(args[0].dtype), *args[1:]), kwargs
         kwargs["hidden_states"] = kwargs["hidden_states"] + delta.to(kwargs["hidden_states"].dtype)

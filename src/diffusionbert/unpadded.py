@@ -1,0 +1,152 @@
+"""Cheaper forward+backward passes of a BERT-layout encoder that change no math.
+
+* **Real tokens only.** Tokens travel through the layers as one [N, H] matrix of the batch's N real tokens;
+  padding rows never reach a linear layer. They are laid out as [B, heads, L, d] only inside attention, with
+  padding keys masked out. The last layer runs its output projection and feed-forward block only at the
+  positions the vocabulary head reads (the masked ones), since nothing else of it is used.
+* **Dropout from 16-bit draws.** On CPU, torch's dropout draws one float Bernoulli per element. Four 16-bit
+  uniform integers per 64-bit generator draw make the mask about four times cheaper; the drop probability is
+  rounded to a multiple of 2⁻¹⁶ (0.1 → 0.1000061), the kept values are scaled to stay unbiased.
+
+The pass reuses the backbone's own modules (projections, attention output blocks, feed-forward blocks,
+LayerNorms, dropout probabilities), so it reads the same weights as the backbone's forward. It applies to
+encoders with BERT's layer layout (BERT, RoBERTa, ELECTRA and their copies in ``transformers``);
+:func:`has_bert_layers` says whether a backbone has it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+_MASK_RESOLUTION = 1 << 16  # a 16-bit draw decides each element's fate
+
+
+def fast_dropout(x: Tensor, p: float) -> Tensor:
+    """``x`` with each element zeroed with probability p rounded to k / 2¹⁶ and the rest scaled by
+    1 / (1 − k / 2¹⁶); the default generator of ``x``'s device supplies the bits (so RNG state checkpoints
+    cover it, as they cover torch's dropout)."""
+    dropped = round(p * _MASK_RESOLUTION)
+    n = x.numel()
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-(1 << 63), None)
+    keep = words.view(torch.int16)[:n].view(x.shape) >= dropped - _MASK_RESOLUTION // 2
+    return x * keep.to(x.dtype).mul_(_MASK_RESOLUTION / (_MASK_RESOLUTION - dropped))
+
+
+class FastDropout(nn.Dropout):
+    """``nn.Dropout`` whose CPU masks come from :func:`fast_dropout`; elsewhere torch's own (fused on CUDA)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training and 0.0 < self.p < 1.0 and x.device.type == "cpu":
+            return fast_dropout(x, self.p)
+        return super().forward(x)
+
+
+def use_fast_dropout(module: nn.Module) -> None:
+    """Replace every plain ``nn.Dropout`` inside ``module`` by a :class:`FastDropout` of the same p.
+
+    Dropout has no parameters, so state dicts and saved checkpoints are the same as before.
+    """
+    plain = [
+        (parent, name, child)
+        for parent in module.modules()
+        for name, child in parent.named_children()
+        if type(child) is nn.Dropout
+    ]
+    for parent, name, child in plain:
+        setattr(parent, name, FastDropout(child.p))
+
+
+def has_bert_layers(base: nn.Module) -> bool:
+    """Whether ``base`` (a backbone's base model) is a bidirectional encoder of BERT's layer layout with
+    absolute positions, the one :func:`encode_real_tokens` can run."""
+    config = base.config
+    layers = getattr(getattr(base, "encoder", None), "layer", None)
+    if (
+        not isinstance(getattr(base, "embeddings", None), nn.Module)
+        or not isinstance(layers, nn.ModuleList)
+        or len(layers) == 0
+        or getattr(config, "is_decoder", False)
+        or getattr(config, "chunk_size_feed_forward", 0)
+        or getattr(config, "position_embedding_type", "absolute") != "absolute"
+    ):
+        return False
+    return all(_has_bert_layout(layer) for layer in layers)
+
+
+def _has_bert_layout(layer: nn.Module) -> bool:
+    attention = getattr(layer, "attention", None)
+    self_attention = getattr(attention, "self", None)
+    blocks = (
+        getattr(attention, "output", None),
+        getattr(layer, "intermediate", None),
+        getattr(layer, "output", None),
+    )
+    return (
+        all(isinstance(getattr(self_attention, name, None), nn.Linear) for name in ("query", "key", "value"))
+        and isinstance(getattr(self_attention, "dropout", None), nn.Dropout)
+        and isinstance(getattr(self_attention, "scaling", None), float)
+        and isinstance(getattr(self_attention, "num_attention_heads", None), int)
+        and all(isinstance(getattr(block, "dense", None), nn.Linear) for block in blocks)
+        and not getattr(layer, "add_cross_attention", False)
+    )
+
+
+def encode_real_tokens(
+    layers: nn.ModuleList,
+    embeddings: Tensor,
+    attention_mask: Tensor,
+    positions: Tensor,
+    layer_offsets: Callable[[int], Tensor] | None = None,
+) -> Tensor:
+    """The encoder's last hidden states [n, H] at the n True entries of ``positions`` [B, L] (row-major).
+
+    ``embeddings`` [B, L, H] is the embedding layer's output, ``attention_mask`` [B, L] marks the real tokens
+    (``positions`` must lie among them); only real tokens are computed. ``layer_offsets(i)`` [B, H], if given,
+    is added to every token of a row before layer i (layer-wise time conditioning).
+    """
+    real = attention_mask.bool()
+    key_mask = real[:, None, None, :]
+    slots = real.flatten().nonzero().squeeze(1)  # each real token's row in the flattened [B·L] layout
+    rows = slots // real.shape[1]
+    tokens = embeddings.flatten(0, 1).index_select(0, slots)
+    keep = positions.flatten()[slots]
+    last = len(layers) - 1
+    for index, layer in enumerate(layers):
+        if layer_offsets is not None:
+            tokens = tokens + layer_offsets(index).to(tokens.dtype)[rows]
+        tokens = _bert_layer(layer, tokens, slots, key_mask, keep if index == last else None)
+    return tokens
+
+
+def _bert_layer(
+    layer: nn.Module, tokens: Tensor, slots: Tensor, key_mask: Tensor, keep: Tensor | None
+) -> Tensor:
+    """One BERT layer on the real tokens [N, H] at ``slots`` of the padded batch; with ``keep`` [N] only
+    those rows leave attention."""
+    attention = layer.attention.self
+    batch, length = key_mask.shape[0], key_mask.shape[-1]
+    projections = (attention.query, attention.key, attention.value)
+    qkv = F.linear(
+        tokens, torch.cat([p.weight for p in projections]), torch.cat([p.bias for p in projections])
+    )  # one matmul for the three projections
+    laid_out = qkv.new_zeros(batch * length, qkv.shape[-1]).index_copy_(0, slots, qkv)  # zeros at padding
+    q, k, v = laid_out.view(batch, length, 3, attention.num_attention_heads, -1).permute(2, 0, 3, 1, 4)
+    dropout = attention.dropout.p if attention.training else 0.0
+    context = _attend(q, k, v, key_mask, attention.scaling, dropout)
+    context = context.transpose(1, 2).reshape(batch * length, -1).index_select(0, slots)
+    if keep is not None:
+        context, tokens = context[keep], tokens[keep]
+    hidden = layer.attention.output(context, tokens)
+    return layer.output(layer.intermediate(hidden), hidden)
+
+
+def _attend(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor, scale: float, dropout: float) -> Tensor:
+    """Scaled dot-product attention over the unmasked keys; on CPU with dropout, with :func:`fast_dropout`."""
+    if not 0.0 < dropout < 1.0 or q.device.type != "cpu":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=dropout, scale=scale)
+    scores = torch.matmul(q, k.transpose(-1, -2)).mul_(scale).masked_fill_(~key_mask, float("-inf"))
+    return torch.matmul(fast_dropout(scores.softmax(-1), dropout), v)

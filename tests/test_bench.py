@@ -1,0 +1,41 @@
+"""Tests of the benchmark bookkeeping (the timings themselves are measured by ``make bench``, never in tests)."""
+
+from __future__ import annotations
+
+import pytest
+
+from diffusionbert.bench import StepTiming, combined, training_flops, training_report
+from diffusionbert.cli import main
+from diffusionbert.modeling import tiny_model
+
+
+def test_useful_flops_leave_out_the_last_layers_unread_outputs() -> None:
+    model = tiny_model()
+    base = model.backbone.base_model
+    encoder = sum(p.numel() for p in base.parameters()) - model.get_input_embeddings().weight.numel()
+    vocab, hidden = model.get_output_embeddings().weight.shape
+    head = vocab * hidden + hidden * hidden
+    assert training_flops(model, 10, 10) == 6.0 * 10 * (encoder + head)  # every token read by the head
+    last = base.encoder.layer[-1]
+    unread = sum(p.numel() for p in last.parameters()) - sum(
+        p.numel() for m in (last.attention.self.key, last.attention.self.value) for p in m.parameters()
+    )
+    assert training_flops(model, 10, 4) == 6.0 * (encoder * 10 - unread * 6 + head * 4)
+
+
+def test_rounds_combine_as_total_work_over_total_time() -> None:
+    rounds = [StepTiming("ours", 1.0, 100.0, 10.0), StepTiming("ours", 3.0, 200.0, 20.0)]
+    total = combined(rounds)
+    assert total.seconds_per_step == 2.0
+    assert total.real_tokens_per_s == (100.0 * 1 + 200.0 * 3) / 4
+    assert total.flops_per_s == (10.0 * 1 + 20.0 * 3) / 4
+    naive = [StepTiming("naive", 10.0, 10.0, 1.0), StepTiming("naive", 20.0, 20.0, 1.0)]
+    report = training_report(naive, rounds, peak=100.0, settings="settings")
+    assert "lowest round: **10.0×**; per round: 10.0×, 10.0×" in report
+    assert "all rounds together: 10.5×" in report  # 175 ÷ ((10·10 + 20·20) / 30)
+
+
+def test_bench_rejects_zero_rounds() -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--rounds", "0"])
+    assert exit_info.value.code == 2
