@@ -292,3 +292,18 @@ def test_time_free_objectives_contradict_a_time_input(tiny_config):
         )
         with pytest.raises(ConfigError, match=f"diffusion.objective='{objective}' is time-free"):
             load_config(path)
+
+
+def test_validation_batches_are_the_first_examples_in_file_order(tiny_config, tmp_path):
+    """Not length-sorted: the first eval_batches batches must be a fair sample of the file, not its shortest."""
+    from diffusionbert.training import Trainer
+
+    words = ["the", "cat", "sat", "on", "mat", "a", "dog", "ran", "far", "away"]
+    lines = [" ".join(words[: 1 + (7 * i) % 10]) for i in range(40)]  # lengths in no order
+    valid = tmp_path / "valid_varied.txt"
+    valid.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path, _ = tiny_config(data={"valid_file": str(valid)}, training={"eval_every": 4})
+    trainer = Trainer(load_config(path), progress=False)
+    first = trainer.valid_batches[0]
+    expected = [1 + 1 + (7 * i) % 10 + 1 for i in range(8)]  # [CLS] + words + [SEP]
+    assert first["attention_mask"].sum(1).tolist() == expected
