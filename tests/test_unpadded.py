@@ -98,6 +98,16 @@ def test_positions_on_padding_fall_back_to_the_padded_forward() -> None:
     torch.testing.assert_close(model(**batch).logits, _backbone_forward(model, batch))
 
 
+def test_gradient_checkpointing_keeps_the_backbone_forward() -> None:
+    """Checkpointing lives in the backbone's layer calls, which the real-token pass does not make."""
+    model = _model("bert", "none")
+    batch = _batch(model)
+    assert model._runs_real_tokens_only(batch["positions"], batch["attention_mask"])
+    for layer in model.backbone.base_model.encoder.layer:
+        layer.gradient_checkpointing = True  # what the backbone's checkpointing switch sets
+    assert not model._runs_real_tokens_only(batch["positions"], batch["attention_mask"])
+
+
 def test_fast_dropout_drops_the_rounded_rate_and_stays_unbiased() -> None:
     torch.manual_seed(0)
     x = torch.ones(1_000_000, requires_grad=True)
