@@ -81,9 +81,8 @@ class TrainingConfig:
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     ema_decay: float = 0.0
     eval_every: int = 0
-    eval_batches: int = (
-        8  # the validation bound reads the first eval_batches × batch_size examples, in file order
-    )
+    # the validation bound reads the first eval_batches × batch_size examples, in file order
+    eval_batches: int = 8
     save_every: int = 200
     keep_last: int = 2
     log_every: int = 10

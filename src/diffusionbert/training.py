@@ -209,15 +209,14 @@ class Trainer:
         self.valid_batches = None
         if cfg.data.valid_file:
             valid = _load_split(cfg.data.valid_file, cfg, tokenizer, cfg.data.max_valid_examples)
-            loader = (
-                make_dataloader(  # file order, not length-sorted: the first eval_batches are a fair subset
-                    valid.dataset,
-                    t.batch_size,
-                    shuffle=False,
-                    layout=cfg.data.layout,
-                    pad_token_id=tokenizer.pad_token_id,
-                    bucket_batches=1,
-                )
+            # file order, not length-sorted: the first eval_batches batches are a fair subset of the file
+            loader = make_dataloader(
+                valid.dataset,
+                t.batch_size,
+                shuffle=False,
+                layout=cfg.data.layout,
+                pad_token_id=tokenizer.pad_token_id,
+                bucket_batches=1,
             )
             self.valid_batches = list(loader)
         self.counts = None

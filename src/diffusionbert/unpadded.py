@@ -36,11 +36,16 @@ def fast_dropout(x: Tensor, p: float) -> Tensor:
     return x * keep.to(x.dtype).mul_(_MASK_RESOLUTION / (_MASK_RESOLUTION - dropped))
 
 
+def _takes_fast_dropout(x: Tensor, p: float) -> bool:
+    """Where :func:`fast_dropout` replaces torch's: a real drop rate on a CPU tensor (CUDA's is fused)."""
+    return 0.0 < p < 1.0 and x.device.type == "cpu"
+
+
 class FastDropout(nn.Dropout):
     """``nn.Dropout`` whose CPU masks come from :func:`fast_dropout`; elsewhere torch's own (fused on CUDA)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.training and 0.0 < self.p < 1.0 and x.device.type == "cpu":
+        if self.training and _takes_fast_dropout(x, self.p):
             return fast_dropout(x, self.p)
         return super().forward(x)
 
@@ -146,7 +151,7 @@ def _bert_layer(
 
 def _attend(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor, scale: float, dropout: float) -> Tensor:
     """Scaled dot-product attention over the unmasked keys; on CPU with dropout, with :func:`fast_dropout`."""
-    if not 0.0 < dropout < 1.0 or q.device.type != "cpu":
+    if not _takes_fast_dropout(q, dropout):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=dropout, scale=scale)
     scores = torch.matmul(q, k.transpose(-1, -2)).mul_(scale).masked_fill_(~key_mask, float("-inf"))
     return torch.matmul(fast_dropout(scores.softmax(-1), dropout), v)
