@@ -6,7 +6,7 @@ PY        := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-slow lint format bench reproduce clean
+.PHONY: demo test lint format bench reproduce clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,9 +21,10 @@ demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/diffusionbert demo $(DEMO_ARGS)
 
 # The sampling benchmark uses the demo model: it is trained first when missing.
+BENCH_ARGS ?= --data ../shared/data/lm1b/train.txt
 bench: $(STAMP)
 	test -f runs/demo/final/diffusion.json || $(MAKE) demo
-	HF_HUB_OFFLINE=1 $(VENV)/bin/diffusionbert bench
+	HF_HUB_OFFLINE=1 $(VENV)/bin/diffusionbert bench $(BENCH_ARGS)
 
 # Table 2 at small scale (docs/results.md); about 1 h 30 min on 2 CPU cores, re-running reuses finished rows.
 REPRODUCE_ARGS ?=
@@ -34,16 +35,16 @@ reproduce: $(STAMP)
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
-test-slow: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -m slow $(PYTEST_ARGS) || [ $$? -eq 5 ]
-
+# ruff, the import floors of pyproject.toml ([tool.importlinter]) and no method name tested outside methods.py.
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src tests tools
+	$(VENV)/bin/ruff format --check src tests tools
+	$(VENV)/bin/lint-imports --no-cache
+	$(PY) tools/check_method_names.py src/diffusionbert
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format src tests
-	$(VENV)/bin/ruff check --fix src tests
+	$(VENV)/bin/ruff format src tests tools
+	$(VENV)/bin/ruff check --fix src tests tools
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -12,7 +12,7 @@ import torch
 import yaml
 from transformers import BertConfig, BertForMaskedLM, BertModel
 
-from diffusionbert.modeling import build_tiny_tokenizer, tiny_model
+from diffusionbert.testing import build_tiny_tokenizer, tiny_model
 
 # Tests use tiny models, which run fastest (and least disturbed by other work) on one thread.
 torch.set_num_threads(1)

@@ -7,7 +7,7 @@ import platform
 
 import pytest
 
-from diffusionbert.allocator import keep_freed_memory
+from diffusionbert.utils.runtime import keep_freed_memory
 
 
 @pytest.mark.skipif(

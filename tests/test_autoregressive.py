@@ -10,15 +10,16 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM, BertForMaskedLM
 
-from diffusionbert.autoregressive import (
-    AutoregressiveObjective,
+from diffusionbert.diffusion.autoregressive import AutoregressiveObjective
+from diffusionbert.errors import CheckpointError, ConfigError
+from diffusionbert.models import (
     CausalLMConfig,
     CausalLMForComparison,
-    tiny_causal_model,
+    default_backbone_path,
+    parameter_groups,
 )
-from diffusionbert.errors import CheckpointError, ConfigError
-from diffusionbert.evaluation import denoiser_terms, nll_bound
-from diffusionbert.modeling import build_tiny_tokenizer, default_backbone_path, parameter_groups
+from diffusionbert.testing import build_tiny_tokenizer, tiny_causal_model
+from diffusionbert.training import denoiser_terms, nll_bound
 
 WORDS = ["the", "cat", "sat", "on", "mat", "a", "dog", "ran", "far", "away"]
 HEAD_KEYS = {
@@ -269,7 +270,7 @@ def test_bad_inputs_are_rejected_with_one_line_errors(tmp_path: Path) -> None:
 
 def test_left_to_right_sampling_draws_the_models_sequence_distribution() -> None:
     """Every outcome of length <= 2 (cut at the first [SEP]) has the chain-rule probability of the model."""
-    from diffusionbert.autoregressive import generate_left_to_right
+    from diffusionbert.sampling import generate_left_to_right
     from toy import chi_square_p_value
 
     tokenizer = build_tiny_tokenizer(["a", "b"])

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from diffusionbert.bench import StepTiming, combined, training_flops, training_report
+from diffusionbert.apps.bench import StepTiming, combined, training_flops, training_report
 from diffusionbert.cli import main
-from diffusionbert.modeling import tiny_model
+from diffusionbert.testing import tiny_model
 
 
 def test_useful_flops_leave_out_the_last_layers_unread_outputs() -> None:

@@ -15,11 +15,11 @@ import math
 import pytest
 import torch
 
-from diffusionbert.corruption import reverse_step
-from diffusionbert.losses import d3pm_hybrid_loss
-from diffusionbert.objectives import ContinuousObjective, DiffusionBertObjective, DiscreteObjective
-from diffusionbert.schedules import CosineSchedule, LinearSchedule
-from diffusionbert.token_info import spindle_from_counts
+from diffusionbert.diffusion.corruption import reverse_step
+from diffusionbert.diffusion.losses import d3pm_hybrid_loss
+from diffusionbert.diffusion.objectives import ContinuousObjective, DiffusionBertObjective, DiscreteObjective
+from diffusionbert.diffusion.schedules import CosineSchedule, LinearSchedule
+from diffusionbert.diffusion.token_info import spindle_from_counts
 from toy import LENGTH, MASK, VOCAB, ToyDenoiser, all_mask_patterns, all_sequences
 
 COUNTS = torch.tensor([50, 5, 1, 0])  # corpus counts of the 3 real tokens and [MASK]

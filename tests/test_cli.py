@@ -114,7 +114,35 @@ def test_an_autoregressive_checkpoint_samples_left_to_right(tiny_config, tmp_pat
     records = [json.loads(line) for line in out_file.read_text().splitlines()]
     assert len(records) == 3 and all(r["nfe"] == min(r["length"] + 1, 6) for r in records)
     proc = run(*args, "--prompt", "the cat", "--no-progress")
-    assert proc.returncode == 2 and "--prompt does not apply to an autoregressive checkpoint" in proc.stderr
+    assert proc.returncode == 2 and "prompt does not apply to an autoregressive model" in proc.stderr
     proc = run(*args, "--sampler", "ancestral", "--no-progress")  # as `evaluate`: only its own sampler
-    assert proc.returncode == 2 and "--sampler ancestral does not apply" in proc.stderr
+    assert proc.returncode == 2 and "sampler='ancestral' does not apply" in proc.stderr
     assert run(*args, "--sampler", "autoregressive", "--no-progress").returncode == 0
+
+
+def test_version_and_env_answer_for_a_bug_report(tmp_path):
+    from diffusionbert import __version__
+
+    proc = run("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"diffusionbert {__version__}"
+    (tmp_path / "e2e").mkdir()
+    proc = run("env", "--data-dir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    rows = dict(line.split(None, 1) for line in proc.stdout.splitlines() if " " in line)
+    assert rows["diffusionbert"].strip() == __version__
+    assert {"torch", "transformers", "tokenizers", "datasets", "machine"} <= set(rows)
+    assert f"{tmp_path} (found: e2e)" in proc.stdout
+    assert "not found" in run("env", "--data-dir", str(tmp_path / "missing")).stdout
+
+
+def test_device_is_chosen_once_and_checked(trained):
+    import torch
+
+    args = ["sample", "--checkpoint", str(trained / "final"), "--num-samples", "2", "--length", "4"]
+    proc = run(*args, "--device", "cpu", "--no-progress")
+    assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 2, proc.stderr
+    proc = run(*args, "--device", "tpu7")
+    assert proc.returncode == 2 and proc.stderr.startswith("error: device='tpu7' is not valid"), proc.stderr
+    if not torch.cuda.is_available():
+        proc = run(*args, "--device", "cuda")
+        assert proc.returncode == 2 and "has no CUDA device" in proc.stderr

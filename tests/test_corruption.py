@@ -1,6 +1,6 @@
 import torch
 
-from diffusionbert.corruption import (
+from diffusionbert.diffusion.corruption import (
     group_mass,
     mask_tokens,
     reverse_stay,

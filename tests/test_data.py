@@ -152,7 +152,7 @@ def test_hub_id_goes_through_load_dataset(monkeypatch):
 
 def test_utf8_check_across_chunk_boundaries(tmp_path, hf_cache, monkeypatch):
     # Tiny chunks force multi-byte characters to straddle chunk boundaries.
-    monkeypatch.setattr(D, "_CHECK_CHUNK", 3)
+    monkeypatch.setattr(D.files, "_CHECK_CHUNK", 3)
     good = write(tmp_path / "good.txt", "café £5 naïve\nüber\n")
     assert list(D.load_texts(good, cache_dir=hf_cache)["text"]) == ["café £5 naïve", "über"]
     bad = write(tmp_path / "bad.txt", "é\nab\nxy".encode() + b"\xff\n")
@@ -305,7 +305,7 @@ def test_cached_token_counts_hit_and_corrupt_cache(tmp_path, hf_cache, tokenizer
         calls.append(1)
         return real_token_counts(*args, **kwargs)
 
-    monkeypatch.setattr(D, "token_counts", counting)
+    monkeypatch.setattr(D.counts, "token_counts", counting)
     first = D.cached_token_counts(corpus, tokenizer, cache_dir=cache, datasets_cache_dir=hf_cache)
     assert len(calls) == 1 and first.shape == (len(tokenizer),) and int(first.sum()) == 5 + 2
     (cache_file,) = cache.glob("token_counts-*.safetensors")

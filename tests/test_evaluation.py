@@ -9,7 +9,7 @@ import pytest
 from diffusionbert.config import load_config
 from diffusionbert.errors import CheckpointError, ConfigError
 from diffusionbert.evaluation import evaluate_file
-from diffusionbert.metrics import bleu_against_references, distinct_n
+from diffusionbert.evaluation.metrics import bleu_against_references, distinct_n
 from diffusionbert.training import train
 
 
@@ -59,7 +59,7 @@ def test_sample_metrics_and_generative_perplexity(models, tiny_texts):
 
 
 def test_bleu_of_samples_is_the_metric_of_those_samples(models, tiny_texts):
-    from diffusionbert.pipeline import DiffusionPipeline
+    from diffusionbert.sampling import DiffusionPipeline
 
     report = evaluate_file(
         models["diffusion"],
@@ -91,17 +91,17 @@ def test_wrong_kind_of_checkpoint_or_missing_judge_is_rejected(models, tiny_text
             steps=4,
             length=6,
         )
-    with pytest.raises(ConfigError, match="sampler='cached' does not fit this 'ar' checkpoint"):
+    with pytest.raises(ConfigError, match="sampler='cached' does not apply to an autoregressive model"):
         evaluate_file(models["judge"], tiny_texts["valid"], metrics=("bleu",), sampler="cached")
-    with pytest.raises(ConfigError, match="sampler='autoregressive' does not fit this 'diffusionbert'"):
+    with pytest.raises(ConfigError, match="sampler='autoregressive' is not valid; allowed: ancestral"):
         evaluate_file(models["diffusion"], tiny_texts["valid"], metrics=("bleu",), sampler="autoregressive")
     with pytest.raises(ConfigError, match="metrics='perplexity' is not valid"):
         evaluate_file(models["diffusion"], tiny_texts["valid"], metrics=("perplexity",))
 
 
 def test_autoregressive_checkpoint_samples_left_to_right(models, tiny_texts):
-    from diffusionbert.autoregressive import generate_left_to_right
     from diffusionbert.checkpoint import load_model_dir
+    from diffusionbert.sampling import generate_left_to_right
 
     report = evaluate_file(
         models["judge"],
@@ -124,9 +124,10 @@ def test_autoregressive_checkpoint_samples_left_to_right(models, tiny_texts):
 def test_plain_mlm_checkpoint_is_evaluated_as_the_linear_diffusion(tiny_config, tiny_texts, tmp_path):
     from diffusionbert.checkpoint import load_model_dir
     from diffusionbert.data import load_texts
-    from diffusionbert.evaluation import nll_bound, text_batches
-    from diffusionbert.objectives import ContinuousObjective
-    from diffusionbert.schedules import LinearSchedule
+    from diffusionbert.diffusion.objectives import ContinuousObjective
+    from diffusionbert.diffusion.schedules import LinearSchedule
+    from diffusionbert.evaluation import nll_bound
+    from diffusionbert.evaluation.report import text_batches
 
     path, run = tiny_config(
         diffusion={"objective": "mlm", "schedule": "linear"}, training={"max_steps": 2, "save_every": 0}

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from diffusionbert.losses import (
+from diffusionbert.diffusion.losses import (
     cross_entropy,
     d3pm_hybrid_loss,
     discrete_bound_kl,

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from diffusionbert.errors import ConfigError, DataError
-from diffusionbert.metrics import (
+from diffusionbert.evaluation.metrics import (
     bleu_against_references,
     corpus_bleu,
     distinct_n,

@@ -11,15 +11,14 @@ from safetensors import safe_open
 from transformers import AutoModelForMaskedLM, BertForMaskedLM, PreTrainedTokenizerFast
 
 from diffusionbert.errors import CheckpointError, ConfigError
-from diffusionbert.modeling import (
+from diffusionbert.models import (
     TIME_CONDITIONINGS,
     DiffusionBertConfig,
     DiffusionBertForMaskedLM,
-    build_tiny_tokenizer,
     default_backbone_path,
     parameter_groups,
-    tiny_model,
 )
+from diffusionbert.testing import build_tiny_tokenizer, tiny_model
 
 WORDS = ["the", "cat", "sat", "on", "mat", "a", "dog", "ran", "far", "away"]
 
@@ -296,7 +295,7 @@ def test_from_backbone_rejects_non_backbone_directories(tmp_path: Path) -> None:
         DiffusionBertForMaskedLM.from_backbone(tmp_path)
     tiny_model().save_pretrained(tmp_path)
     build_tiny_tokenizer(WORDS).save_pretrained(tmp_path)
-    with pytest.raises(CheckpointError, match="is already a DiffusionBERT model"):
+    with pytest.raises(CheckpointError, match="is already a trained 'diffusionbert' model"):
         DiffusionBertForMaskedLM.from_backbone(tmp_path)
 
 

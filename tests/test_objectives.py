@@ -3,20 +3,19 @@ import math
 import pytest
 import torch
 
-from diffusionbert.corruption import group_mass, unmask_probability
-from diffusionbert.errors import ConfigError
-from diffusionbert.objectives import (
-    OBJECTIVES,
+from diffusionbert.diffusion.corruption import group_mass, unmask_probability
+from diffusionbert.diffusion.objectives import (
     AnyOrderObjective,
     ContinuousObjective,
     DiffusionBertObjective,
     MaskedLMObjective,
     RDMObjective,
     SEDDObjective,
-    build_objective,
 )
-from diffusionbert.schedules import CosineSchedule, LinearSchedule
-from diffusionbert.token_info import spindle_from_counts
+from diffusionbert.diffusion.schedules import CosineSchedule, LinearSchedule
+from diffusionbert.diffusion.token_info import spindle_from_counts
+from diffusionbert.errors import ConfigError
+from diffusionbert.methods import DENOISE, METHODS, build_objective
 from test_bound_exact import exact_continuous_nelbo
 from toy import LENGTH, MASK, ToyDenoiser, all_mask_patterns
 
@@ -32,7 +31,7 @@ def _batch(batch=64, length=8, seed=0):
     return x0, noise_mask
 
 
-@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+@pytest.mark.parametrize("name", sorted(n for n, m in METHODS.items() if m.sampling == DENOISE))
 def test_corrupt_masks_only_noisable_positions_and_is_seeded(name):
     schedule = CosineSchedule() if name == "md4" else LinearSchedule()
     obj = build_objective(name, MASK, schedule, num_steps=16)

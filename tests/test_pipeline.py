@@ -9,12 +9,11 @@ import torch
 
 from diffusionbert.checkpoint import save_model_dir
 from diffusionbert.config import DiffusionConfig, ModelConfig
+from diffusionbert.diffusion.schedules import LinearSchedule
 from diffusionbert.errors import CheckpointError, ConfigError
-from diffusionbert.modeling import build_tiny_tokenizer, tiny_model
-from diffusionbert.objectives import build_objective
-from diffusionbert.pipeline import DiffusionPipeline
-from diffusionbert.samplers import SAMPLERS, build_sampler
-from diffusionbert.schedules import LinearSchedule
+from diffusionbert.methods import build_objective
+from diffusionbert.sampling import SAMPLERS, DiffusionPipeline, build_sampler
+from diffusionbert.testing import build_tiny_tokenizer, tiny_model
 
 WORDS = ["the", "a", "cat", "dog", "sat", "on", "mat", "ran", "to", "house", "big", "small", "red"]
 T = 64
@@ -188,6 +187,16 @@ def test_missing_or_corrupt_checkpoint_is_a_one_line_checkpoint_error(tmp_path: 
     one_line_error(CheckpointError, "corrupt", lambda: DiffusionPipeline.from_pretrained(tmp_path))
     (tmp_path / "diffusion.json").write_text('{"model": {}, "diffusion": {"schedule": "linear"}}')
     (tmp_path / "config.json").write_text("garbage")
+    one_line_error(
+        CheckpointError, "config.json is corrupt", lambda: DiffusionPipeline.from_pretrained(tmp_path)
+    )
+    (tmp_path / "config.json").write_text('{"model_type": "diffusion-lm"}')
+    one_line_error(
+        CheckpointError,
+        "holds a 'diffusion-lm' model, but its diffusion.json names objective 'diffusionbert'",
+        lambda: DiffusionPipeline.from_pretrained(tmp_path),
+    )
+    (tmp_path / "config.json").write_text('{"model_type": "diffusionbert"}')
     (tmp_path / "model.safetensors").write_bytes(b"\x00garbage")
     one_line_error(
         CheckpointError, "could not be loaded", lambda: DiffusionPipeline.from_pretrained(tmp_path)

@@ -9,8 +9,8 @@ import pytest
 import torch
 import yaml
 
+from diffusionbert.apps.reproduce import DISCUSSION_END, DISCUSSION_START, load_plan, reproduce
 from diffusionbert.errors import ConfigError
-from diffusionbert.reproduce import DISCUSSION_END, DISCUSSION_START, load_plan, reproduce
 
 PLAN = Path(__file__).resolve().parents[1] / "configs" / "reproduce.yaml"
 
@@ -109,7 +109,7 @@ def test_duplicate_row_names_are_rejected(tmp_path):
 def test_claims_compare_in_the_metric_direction_and_judge_bounds_by_paired_batches():
     from dataclasses import replace
 
-    from diffusionbert.reproduce import RowResult, claim_verdicts, paired_gap
+    from diffusionbert.apps.reproduce import RowResult, claim_verdicts, paired_gap
 
     plan = load_plan(PLAN)
     base = RowResult(5.0, 0.1, 100.0, 0.3, 0.2, 50.0, 5.0, 20.0, 400, 10.0, 5.0, "cached", 128, ())

@@ -1,6 +1,6 @@
 """Samplers: exactness of the ancestral chain against enumeration, the cache, and the heuristic decoders' contracts.
 
-Exactness runs the real loop (:func:`diffusionbert.pipeline.denoise`) on the toy denoiser of ``toy.py`` and
+Exactness runs the real loop (:func:`diffusionbert.sampling.loop.denoise`) on the toy denoiser of ``toy.py`` and
 compares the empirical distribution of x_0 with p_θ(x_0) enumerated by ``ReverseChain`` (the generative
 process whose bound ``test_bound_exact`` checks). Tolerances: a chi-square goodness-of-fit test with cells of
 expected count < 5 pooled must give p > 1e-3, and the total-variation distance must be < 0.03 (about twice its
@@ -14,8 +14,7 @@ import math
 import pytest
 import torch
 
-from diffusionbert.errors import ConfigError
-from diffusionbert.objectives import (
+from diffusionbert.diffusion.objectives import (
     AnyOrderObjective,
     ContinuousObjective,
     DiffusionBertObjective,
@@ -23,18 +22,19 @@ from diffusionbert.objectives import (
     MD4Objective,
     Objective,
 )
-from diffusionbert.pipeline import DenoiseResult, denoise
-from diffusionbert.samplers import (
+from diffusionbert.diffusion.schedules import CosineSchedule, LinearSchedule
+from diffusionbert.diffusion.token_info import spindle_from_counts
+from diffusionbert.errors import ConfigError
+from diffusionbert.sampling.draws import Sharpening
+from diffusionbert.sampling.loop import DenoiseResult, denoise
+from diffusionbert.sampling.samplers import (
     SAMPLERS,
     GibbsSampler,
     Sampler,
-    Sharpening,
     StepInput,
     build_sampler,
     planned_masked,
 )
-from diffusionbert.schedules import CosineSchedule, LinearSchedule
-from diffusionbert.token_info import spindle_from_counts
 from test_bound_exact import COUNTS, ReverseChain
 from toy import LENGTH, MASK, VOCAB, ToyDenoiser, chi_square_p_value
 

@@ -1,8 +1,7 @@
 import pytest
 import torch
 
-from diffusionbert.errors import ConfigError
-from diffusionbert.schedules import (
+from diffusionbert.diffusion.schedules import (
     CosineSchedule,
     LinearSchedule,
     PolynomialSchedule,
@@ -10,7 +9,8 @@ from diffusionbert.schedules import (
     get_schedule,
     sin_pi,
 )
-from diffusionbert.token_info import spindle_from_counts
+from diffusionbert.diffusion.token_info import spindle_from_counts
+from diffusionbert.errors import ConfigError
 
 BASES = [LinearSchedule(), CosineSchedule(), PolynomialSchedule(2.0), PolynomialSchedule(0.5)]
 GRID = torch.linspace(0, 1, 4097, dtype=torch.float64)

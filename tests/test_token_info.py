@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
+from diffusionbert.diffusion.token_info import corpus_centre, reference_token_values, token_information
 from diffusionbert.errors import DataError
-from diffusionbert.token_info import corpus_centre, reference_token_values, token_information
 
 
 def test_reference_values_are_normalised_log_counts():

@@ -284,14 +284,18 @@ def test_resuming_a_finished_run_trains_no_further_step(tiny_config):
 
 def test_time_free_objectives_contradict_a_time_input(tiny_config):
     from diffusionbert.errors import ConfigError
+    from diffusionbert.methods import check_config
 
-    for objective in ("mlm", "radd"):
+    for objective in ("mlm", "radd", "ar"):
         path, _ = tiny_config(
             diffusion={"objective": objective, "schedule": "linear"},
             model={"time_conditioning": "prefix_token"},
         )
-        with pytest.raises(ConfigError, match=f"diffusion.objective='{objective}' is time-free"):
-            load_config(path)
+        match = f"model.time_conditioning='prefix_token' contradicts diffusion.objective='{objective}'"
+        with pytest.raises(ConfigError, match=match):
+            check_config(load_config(path))
+        with pytest.raises(ConfigError, match=match):
+            train(load_config(path), progress=False)
 
 
 def test_validation_batches_are_the_first_examples_in_file_order(tiny_config, tmp_path):

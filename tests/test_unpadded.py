@@ -9,8 +9,9 @@ import torch
 from torch import nn
 from transformers import BertConfig, BertForMaskedLM
 
-from diffusionbert.modeling import TIME_CONDITIONINGS, DiffusionBertForMaskedLM, tiny_model
-from diffusionbert.unpadded import FastDropout, fast_dropout, has_bert_layers, use_fast_dropout
+from diffusionbert.models import TIME_CONDITIONINGS, DiffusionBertForMaskedLM
+from diffusionbert.models.unpadded import FastDropout, fast_dropout, has_bert_layers, use_fast_dropout
+from diffusionbert.testing import tiny_model
 
 BERT_LAYOUT = ("bert", "roberta", "electra")
 

@@ -10,76 +10,27 @@ leaves a half-written checkpoint, and earlier ones are untouched.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import re
 import shutil
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import save_file
+from transformers import AutoTokenizer
 
-from .config import DiffusionConfig, ModelConfig
+from .config import DiffusionConfig, ModelConfig, config_from_dict
 from .errors import CheckpointError
+from .methods import Method, get_method
+from .utils.io import atomic_directory, read_json, read_tensors, save_state, write_json
 
 DIFFUSION_FILE = "diffusion.json"
 COUNTS_FILE = "token_counts.safetensors"
 STATE_FILE = "trainer_state.json"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
-
-
-@contextlib.contextmanager
-def atomic_directory(target: Path) -> Iterator[Path]:
-    """Yield a temporary directory beside ``target``; on success it replaces ``target`` in one rename.
-
-    On any error (a full disk included) the temporary directory is removed, ``target`` is left as it was,
-    and the error is re-raised as a one-line :class:`CheckpointError`.
-    """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        yield tmp
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            target.rename(old)
-            tmp.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(target)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise CheckpointError(f"could not write checkpoint {target}: {exc.strerror or exc}") from exc
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
-
-
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint file missing: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"checkpoint file {path} is corrupt: {exc}") from None
-
-
-def read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """Load a safetensors file (no pickle involved), with a one-line error when missing or corrupt."""
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint file missing: {path}")
-    try:
-        return load_file(str(path))
-    except Exception as exc:  # safetensors raises its own error types for corrupt headers
-        raise CheckpointError(f"checkpoint file {path} is corrupt: {str(exc).splitlines()[0]}") from None
 
 
 def save_model_dir(
@@ -96,47 +47,6 @@ def save_model_dir(
     write_json(directory / DIFFUSION_FILE, {"model": asdict(model_cfg), "diffusion": asdict(diffusion_cfg)})
     if token_counts is not None:
         save_file({"counts": token_counts.contiguous()}, str(directory / COUNTS_FILE))
-
-
-def state_to_tensors(state: Any, prefix: str = "") -> tuple[dict[str, torch.Tensor], Any]:
-    """Split a nested state (dicts, lists, tensors, numbers) into flat tensors and a JSON skeleton."""
-    tensors: dict[str, torch.Tensor] = {}
-
-    def walk(obj: Any, key: str) -> Any:
-        if isinstance(obj, torch.Tensor):
-            tensors[key] = obj.detach().cpu().contiguous()
-            return {"__tensor__": key}
-        if isinstance(obj, dict):
-            return {"__dict__": [[k, walk(v, f"{key}.{k}")] for k, v in obj.items()]}
-        if isinstance(obj, list | tuple):
-            return [walk(v, f"{key}.{i}") for i, v in enumerate(obj)]
-        return obj
-
-    return tensors, walk(state, prefix)
-
-
-def tensors_to_state(tensors: dict[str, torch.Tensor], skeleton: Any) -> Any:
-    """Inverse of :func:`state_to_tensors`."""
-    if isinstance(skeleton, dict) and "__tensor__" in skeleton:
-        return tensors[skeleton["__tensor__"]]
-    if isinstance(skeleton, dict) and "__dict__" in skeleton:
-        return {k: tensors_to_state(tensors, v) for k, v in skeleton["__dict__"]}
-    if isinstance(skeleton, list):
-        return [tensors_to_state(tensors, v) for v in skeleton]
-    return skeleton
-
-
-def save_state(directory: Path, name: str, state: Any) -> None:
-    """Write a nested state as ``name.safetensors`` + ``name.json``."""
-    tensors, skeleton = state_to_tensors(state, name)
-    save_file(tensors, str(directory / f"{name}.safetensors"))
-    write_json(directory / f"{name}.json", skeleton)
-
-
-def load_state(directory: Path, name: str) -> Any:
-    return tensors_to_state(
-        read_tensors(directory / f"{name}.safetensors"), read_json(directory / f"{name}.json")
-    )
 
 
 def list_checkpoints(checkpoints_dir: Path) -> list[tuple[int, Path]]:
@@ -184,17 +94,17 @@ class LoadedModel:
     diffusion_cfg: DiffusionConfig
     token_counts: torch.Tensor | None
 
+    @property
+    def method(self) -> Method:
+        """The registry entry of the model's method (``diffusion.objective``)."""
+        return get_method(self.diffusion_cfg.objective)
+
 
 def load_model_dir(directory: str | Path, device: torch.device | str | None = None) -> LoadedModel:
     """Load a model directory written by :func:`save_model_dir` (``final/`` or a step checkpoint).
 
     A training run's directory (with ``final/``) or a step checkpoint (with ``model/``) is accepted too.
     """
-    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
-
-    from . import autoregressive, modeling  # noqa: F401  (register the Auto classes)
-    from .config import config_from_dict
-
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"checkpoint directory not found: {directory}")
@@ -209,11 +119,12 @@ def load_model_dir(directory: str | Path, device: torch.device | str | None = No
             f"checkpoint file {directory / DIFFUSION_FILE} is corrupt: missing {exc}"
         ) from None
     counts = read_tensors(directory / COUNTS_FILE)["counts"] if (directory / COUNTS_FILE).exists() else None
+    model_class = get_method(cfg.diffusion.objective).model
+    _check_model_type(directory, cfg.diffusion.objective, model_class.config_class.model_type)
     try:
-        auto = AutoModelForCausalLM if cfg.diffusion.objective == "ar" else AutoModelForMaskedLM
-        model = auto.from_pretrained(directory, local_files_only=True, dtype=torch.float32)
+        model = model_class.from_pretrained(directory, local_files_only=True, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
-    except (OSError, ValueError, RuntimeError) as exc:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
         raise CheckpointError(
             f"checkpoint {directory} could not be loaded: {str(exc).splitlines()[0]}"
         ) from None
@@ -221,3 +132,13 @@ def load_model_dir(directory: str | Path, device: torch.device | str | None = No
         model.to(device)
     model.eval()
     return LoadedModel(directory, model, tokenizer, cfg.model, cfg.diffusion, counts)
+
+
+def _check_model_type(directory: Path, objective: str, expected: str) -> None:
+    """Refuse a directory whose config.json holds another kind of model than its method's."""
+    found = read_json(directory / "config.json").get("model_type")
+    if found != expected:
+        raise CheckpointError(
+            f"checkpoint {directory} holds a {found!r} model, but its {DIFFUSION_FILE} names objective "
+            f"{objective!r}, whose model is {expected!r}"
+        )

@@ -1,7 +1,9 @@
 """Run configuration: frozen dataclasses, loaded from YAML and patched with ``section.key=value`` overrides.
 
-Unknown sections or keys are rejected with the nearest valid name, values are checked against the field's
-type, and options that contradict each other are rejected before any work starts.
+Unknown sections or keys are rejected with the nearest valid name, and values are checked against the field's
+type and range. What a setting means for a method family (which objectives exist, which schedules and time
+designs each allows) is the registry's to check: :func:`diffusionbert.methods.check_config`, which the trainer
+calls before any work starts.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ import yaml
 
 from .errors import ConfigError, invalid_choice
 
-TIME_CONDITIONINGS = ("none", "prefix_token", "layerwise")
-OBJECTIVE_NAMES = ("diffusionbert", "rdm", "mdlm", "md4", "sedd", "radd", "mlm", "ar")
-SCHEDULE_NAMES = ("linear", "loglinear", "cosine", "polynomial", "spindle")
+INITS = ("pretrained", "scratch")
+LAYOUTS = ("sentence", "packed")
+"""Data layouts: one example per row, or examples concatenated and cut into equal chunks (see ``data``)."""
+LR_DECAYS = ("linear", "cosine", "constant")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -35,10 +39,14 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DiffusionConfig:
-    """Which objective and noise schedule."""
+    """Which method (``objective``, a name of the ``methods`` registry) and noise schedule.
+
+    ``schedule`` None means the method's own default (spindle for DiffusionBERT, cosine for MD4, …); methods
+    that use no schedule ignore it.
+    """
 
     objective: str = "diffusionbert"
-    schedule: str = "spindle"  # ignored by objectives "ar", "radd" and "mlm"
+    schedule: str | None = None
     spindle_base: str = "linear"
     num_steps: int = 2048
     hybrid_weight: float = 0.01
@@ -50,10 +58,11 @@ class DiffusionConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Which text: local .txt/.jsonl/.csv files (or a hub dataset id where online)."""
+    """Which text: local .txt/.jsonl/.csv files (or a hub dataset id where online). Training needs
+    ``train_file``; configs/ name the shared data sets."""
 
-    train_file: str = "../shared/data/e2e/train.csv"
-    valid_file: str | None = "../shared/data/e2e/valid.csv"
+    train_file: str | None = None
+    valid_file: str | None = None
     field: str | None = "ref"
     source_field: str | None = None
     layout: str = "sentence"  # sentence | packed
@@ -73,7 +82,7 @@ class TrainingConfig:
     grad_accum: int = 1
     max_steps: int = 1000
     lr: float = 5e-5
-    head_lr: float = 1e-3  # a newly created vocabulary head only (see modeling.parameter_groups)
+    head_lr: float = 1e-3  # a newly created vocabulary head only (see models.parameter_groups)
     weight_decay: float = 0.01
     warmup_steps: int = 50
     lr_decay: str = "linear"  # linear | cosine | constant
@@ -136,16 +145,10 @@ def _check_positive(field_name: str, value: float, allow_zero: bool = False) -> 
 def _validate(cfg: Config) -> None:
     """Reject bad values and contradictory options, each with a one-line message."""
     m, d, data, t = cfg.model, cfg.diffusion, cfg.data, cfg.training
-    _check_choice("model.init", m.init, ("pretrained", "scratch"))
-    _check_choice("model.time_conditioning", m.time_conditioning, TIME_CONDITIONINGS)
-    _check_choice("diffusion.objective", d.objective, OBJECTIVE_NAMES)
-    _check_choice("diffusion.schedule", d.schedule, SCHEDULE_NAMES)
-    _check_choice("diffusion.spindle_base", d.spindle_base, ("linear", "cosine", "polynomial"))
-    _check_choice("diffusion.spindle_form", d.spindle_form, ("reference", "paper"))
-    _check_choice("diffusion.spindle_centering", d.spindle_centering, ("sentence", "corpus"))
-    _check_choice("data.layout", data.layout, ("sentence", "packed"))
-    _check_choice("training.lr_decay", t.lr_decay, ("linear", "cosine", "constant"))
-    _check_choice("training.precision", t.precision, ("auto", "fp32", "bf16", "fp16"))
+    _check_choice("model.init", m.init, INITS)
+    _check_choice("data.layout", data.layout, LAYOUTS)
+    _check_choice("training.lr_decay", t.lr_decay, LR_DECAYS)
+    _check_choice("training.precision", t.precision, PRECISIONS)
     for name, value in (
         ("diffusion.num_steps", d.num_steps),
         ("data.max_length", data.max_length),
@@ -173,20 +176,6 @@ def _validate(cfg: Config) -> None:
         _check_positive(name, value, allow_zero=True)
     if not 0.0 <= t.ema_decay < 1.0:
         raise ConfigError(f"training.ema_decay={t.ema_decay!r} is not valid; it must be in [0, 1)")
-    if d.schedule == "spindle" and d.objective not in ("diffusionbert", "ar"):
-        raise ConfigError(
-            f"diffusion.schedule='spindle' contradicts diffusion.objective={d.objective!r}: "
-            "spindle is discrete-time, use objective='diffusionbert' or another schedule"
-        )
-    if d.objective in ("radd", "mlm") and m.time_conditioning != "none":
-        raise ConfigError(
-            f"diffusion.objective={d.objective!r} is time-free and contradicts "
-            f"model.time_conditioning={m.time_conditioning!r}; use time_conditioning='none'"
-        )
-    if d.objective == "ar" and m.time_conditioning != "none":
-        raise ConfigError(
-            "diffusion.objective='ar' contradicts model.time_conditioning: an AR model has no time"
-        )
     if t.eval_every > 0 and not data.valid_file:
         raise ConfigError("training.eval_every > 0 needs data.valid_file")
 

@@ -32,3 +32,9 @@ def invalid_choice(field: str, value: object, allowed: Iterable[str]) -> ConfigE
     close = difflib.get_close_matches(str(value), allowed, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return ConfigError(f"{field}={value!r} is not valid{hint}; allowed: {', '.join(allowed)}")
+
+
+def first_line(exc: BaseException) -> str:
+    """First non-empty line of an exception message, so wrapped errors stay one line."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[0] if lines else type(exc).__name__

@@ -1,0 +1,367 @@
+"""Benchmarks behind ``make bench``: ratios against naive references measured in the same run.
+
+Training throughput compares our step with the paper's formulation of the same objective on the same model
+and sentences: every sentence padded to 128, full-vocabulary logits at every position, the posterior KL in
+probability space, fp32. Ours scores masked positions only, in log space, with length-bucketed batches and
+the fastest precision of the device; its encoder runs on real tokens only and its last layer only where the
+head reads (:mod:`diffusionbert.models.unpadded`). Both run the same model object, so both get its cheaper CPU dropout
+in the hidden layers; the naive step's attention dropout is torch's own, inside SDPA. Model FLOPs
+utilisation is measured against a matmul peak taken in the same run, in the precision used.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from transformers import AutoTokenizer
+
+from ..data import load_texts, make_dataloader, tokenize_dataset
+from ..diffusion.corruption import unmask_probability
+from ..diffusion.objectives import DiffusionBertObjective
+from ..diffusion.schedules import LinearSchedule
+from ..diffusion.token_info import spindle_from_counts
+from ..errors import CheckpointError
+from ..models import DiffusionBertForMaskedLM, default_backbone_path
+from ..sampling import DiffusionPipeline
+from ..training.step import denoiser_terms
+from ..utils.io import atomic_file
+from ..utils.runtime import default_device, machine_description
+
+
+@dataclass(frozen=True)
+class StepTiming:
+    name: str
+    seconds_per_step: float
+    real_tokens_per_s: float
+    flops_per_s: float
+
+
+def matmul_peak_flops(device: torch.device, dtype: torch.dtype = torch.float32, size: int = 2048) -> float:
+    """Best FLOP/s of a square matmul over a few repeats: the practical peak of this device and precision."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    best = math.inf
+    for _ in range(6):
+        _sync(device)
+        start = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def training_flops(model: DiffusionBertForMaskedLM, attended_tokens: int, masked_tokens: int) -> float:
+    """Useful FLOPs of one forward+backward: 6 × parameters × tokens for the work the loss needs.
+
+    That is the encoder at every real token, except that the last layer needs only its keys and values at
+    unmasked positions (nothing reads the rest of its output there), and the head at masked positions.
+    Attention score FLOPs are left out (small at these lengths); padding and logits at unmasked positions
+    are not needed by the loss, so they count as no useful work, for both steps alike.
+    """
+    base = model.backbone.base_model
+    embeddings = model.get_input_embeddings().weight.numel()
+    encoder = sum(p.numel() for p in base.parameters()) - embeddings
+    last = base.encoder.layer[-1]
+    keys_values = sum(
+        p.numel() for m in (last.attention.self.key, last.attention.self.value) for p in m.parameters()
+    )
+    unread = sum(p.numel() for p in last.parameters()) - keys_values  # per unmasked token of the last layer
+    vocab, hidden = model.get_output_embeddings().weight.shape
+    head = vocab * hidden + hidden * hidden
+    return 6.0 * (
+        encoder * attended_tokens - unread * (attended_tokens - masked_tokens) + head * masked_tokens
+    )
+
+
+def naive_step(
+    model: DiffusionBertForMaskedLM,
+    objective: DiffusionBertObjective,
+    x0: Tensor,
+    attention_mask: Tensor,
+    noise_mask: Tensor,
+    generator: torch.Generator,
+) -> Tensor:
+    """The paper's formulation of the same loss: full logits everywhere, dense probability-space KL."""
+    corrupted = objective.corrupt(x0, noise_mask, generator)
+    logits = model(corrupted.x_t, attention_mask, t=corrupted.time).logits  # [B, L, V], padding included
+    probs = logits.float().softmax(-1)
+    u_q = unmask_probability(corrupted.alpha_s, corrupted.alpha_t)  # [B, L]
+    rows = torch.arange(x0.shape[0], device=x0.device).repeat_interleave(x0.shape[1])
+    masked = corrupted.masked.reshape(-1)
+    log_p = probs.reshape(-1, probs.shape[-1]).clamp_min(1e-30).log()
+    u_p = objective.reverse_unmask_probability(
+        log_p[masked], rows[masked], corrupted.x_t, noise_mask, corrupted.step, corrupted.step - 1
+    )  # [B, 1 or V]
+    p_reveal = probs * u_p[:, None, :]  # [B, L, V]
+    p_stay = (probs * (1 - u_p[:, None, :])).sum(-1)
+    q_reveal = torch.zeros_like(probs).scatter(-1, x0.unsqueeze(-1), u_q.unsqueeze(-1).to(probs.dtype))
+    kl_reveal = torch.where(q_reveal > 0, q_reveal * (q_reveal / p_reveal.clamp_min(1e-30)).log(), 0.0).sum(
+        -1
+    )
+    keep = (1 - u_q).to(probs.dtype)
+    kl_stay = torch.where(keep > 0, keep * (keep / p_stay.clamp_min(1e-30)).log(), 0.0)
+    kl = (kl_reveal + kl_stay) * corrupted.masked
+    ce = -(probs.gather(-1, x0.unsqueeze(-1)).squeeze(-1).clamp_min(1e-30).log()) * corrupted.masked
+    loss = (objective.num_steps * kl.sum() + objective.hybrid_weight * ce.sum()) / noise_mask.sum()
+    return loss, int(corrupted.masked.sum())
+
+
+def bench_training(
+    data_file: Path,
+    num_sentences: int = 256,
+    batch_size: int = 32,
+    steps: int = 4,
+    seed: int = 0,
+    rounds: int = 3,
+    device: str | torch.device | None = None,
+) -> tuple[list[StepTiming], list[StepTiming], float]:
+    """Time the naive and our training step on the packaged MiniLM and LM1B sentences, ``rounds`` times each,
+    alternating, so that drift of the machine's speed reaches both (one timing per round and step kind)."""
+    device = default_device(device)
+    precision = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    path = default_backbone_path()
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    texts = load_texts(data_file).select(range(num_sentences))
+    tokenized = tokenize_dataset(texts, tokenizer, "sentence", 128).dataset
+    counts = torch.bincount(
+        torch.tensor([i for ids in tokenized["input_ids"] for i in ids[1:]]), minlength=len(tokenizer)
+    )
+    schedule = spindle_from_counts(LinearSchedule(), counts)
+    objective = DiffusionBertObjective(tokenizer.mask_token_id, schedule, num_steps=2048)
+    peak = matmul_peak_flops(device, precision)
+
+    def run(name: str, loader, step_fn) -> StepTiming:
+        torch.manual_seed(seed)
+        model = DiffusionBertForMaskedLM.from_backbone(path, "none", tokenizer).to(device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
+        generator = torch.Generator(device=device).manual_seed(seed)
+        batches = list(loader)
+        seconds, real, flops = 0.0, 0, 0.0
+        for i in range(steps + 1):  # the first step warms up allocators and is not timed
+            batch = {k: v.to(device) for k, v in batches[i % len(batches)].items()}
+            _sync(device)
+            start = time.perf_counter()
+            loss, masked = step_fn(model, batch, generator)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            _sync(device)
+            if i:
+                seconds += time.perf_counter() - start
+                real += int(batch["attention_mask"].sum())
+                flops += training_flops(model, int(batch["attention_mask"].sum()), masked)
+        return StepTiming(name, seconds / steps, real / seconds, flops / seconds)
+
+    def naive(model, batch, generator):
+        return naive_step(
+            model, objective, batch["input_ids"], batch["attention_mask"], batch["noise_mask"], generator
+        )
+
+    def ours(model, batch, generator):
+        with torch.autocast(device.type, dtype=precision, enabled=precision != torch.float32):
+            corrupted = objective.corrupt(batch["input_ids"], batch["noise_mask"], generator)
+            terms = denoiser_terms(model, objective, batch["input_ids"], batch["attention_mask"], corrupted)
+        return terms.loss / batch["noise_mask"].sum(), int(corrupted.masked.sum())
+
+    padded = [
+        _pad_to(b, 128, tokenizer.pad_token_id)
+        for b in make_dataloader(
+            tokenized,
+            batch_size,
+            shuffle=True,
+            seed=seed,
+            pad_token_id=tokenizer.pad_token_id,
+            bucket_batches=1,
+        )
+    ]
+    bucketed = make_dataloader(
+        tokenized, batch_size, shuffle=True, seed=seed, pad_token_id=tokenizer.pad_token_id
+    )
+    timings = [
+        (run("naive (paper formulation)", padded, naive), run("ours", bucketed, ours)) for _ in range(rounds)
+    ]
+    return [n for n, _ in timings], [o for _, o in timings], peak
+
+
+def combined(timings: list[StepTiming]) -> StepTiming:
+    """One timing for several rounds of the same step kind: total work over total time."""
+    seconds = [t.seconds_per_step for t in timings]
+    total = sum(seconds)
+    return StepTiming(
+        timings[0].name,
+        total / len(timings),
+        sum(t.real_tokens_per_s * s for t, s in zip(timings, seconds, strict=True)) / total,
+        sum(t.flops_per_s * s for t, s in zip(timings, seconds, strict=True)) / total,
+    )
+
+
+def _pad_to(batch: dict[str, Tensor], length: int, pad_id: int) -> dict[str, Tensor]:
+    """Pad every tensor of a collated batch on the right to ``length`` positions (the paper pads to 128)."""
+    out = {}
+    for key, value in batch.items():
+        if value.ndim == 2:
+            fill = pad_id if key == "input_ids" else 0
+            value = torch.nn.functional.pad(value, (0, length - value.shape[1]), value=fill)
+        out[key] = value
+    return out
+
+
+def training_report(naive: list[StepTiming], ours: list[StepTiming], peak: float, settings: str) -> str:
+    """The training section of docs/benchmarks.md: both steps over all rounds, and each round's speed-up."""
+    total_naive, total_ours = combined(naive), combined(ours)
+    ratios = [o.real_tokens_per_s / n.real_tokens_per_s for n, o in zip(naive, ours, strict=True)]
+    lines = [
+        "## Training throughput (issue: data/trainer)",
+        "",
+        settings,
+        "",
+        "| step | s / step | real tokens / s | model TFLOP/s | MFU |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {t.name} | {t.seconds_per_step:.2f} | {t.real_tokens_per_s:,.0f} | {t.flops_per_s / 1e12:.3f} | "
+            f"{t.flops_per_s / peak:.0%} |"
+            for t in (total_naive, total_ours)
+        ],
+        "",
+        f"Speed-up (real tokens/s, ours ÷ naive), lowest round: **{min(ratios):.1f}×**; per round: "
+        f"{', '.join(f'{r:.1f}×' for r in ratios)}; all rounds together: "
+        f"{total_ours.real_tokens_per_s / total_naive.real_tokens_per_s:.1f}×. Seconds per step, per round: naive "
+        f"{', '.join(f'{t.seconds_per_step:.2f}' for t in naive)}; ours "
+        f"{', '.join(f'{t.seconds_per_step:.2f}' for t in ours)}. "
+        f"Matmul peak measured in the same run: {peak / 1e9:.0f} GFLOP/s.",
+        "",
+        "Ours: logits and loss at masked positions only, in log space; length-bucketed batches; the encoder on "
+        "real tokens only, its last layer only where the head reads; dropout masks from 16-bit draws on CPU. "
+        "Both steps run the same model object, so the naive one shares the cheaper hidden-layer dropout (its "
+        "attention dropout is torch's, inside SDPA). Useful FLOPs leave out padding, logits at unmasked "
+        "positions and the last layer's unread outputs, for both steps alike.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class SamplingTiming:
+    name: str
+    steps: int
+    samples_per_s: float
+    mean_nfe: float
+
+
+def bench_sampling(
+    checkpoint: Path,
+    num_samples: int = 8,
+    length: int = 64,
+    seed: int = 0,
+    runs: tuple[tuple[str, str, int, bool], ...] | None = None,
+    device: str | torch.device | None = None,
+) -> list[SamplingTiming]:
+    """Samples/s and NFE per sampler on a trained model, all in one run.
+
+    ``runs`` holds (label, sampler, steps, use_cache). The default compares the paper's ancestral sampler
+    walking all T = 2048 steps with no cache, the exact cached sampler on the same steps (same output
+    distribution), and the faster approximate samplers.
+    """
+    runs = runs or (
+        ("ancestral, no cache", "ancestral", 2048, False),
+        ("cached (exact, same distribution)", "cached", 2048, True),
+        ("ancestral, no cache, paper's 128 steps", "ancestral", 128, False),
+        ("confidence (LLaDA low-confidence remasking)", "confidence", 64, True),
+        ("threshold (Fast-dLLM, τ = 0.9)", "threshold", 64, True),
+        ("gibbs (Mask-Predict)", "gibbs", 16, True),
+    )
+    timings = []
+    for label, sampler, steps, use_cache in runs:
+        pipe = DiffusionPipeline.from_pretrained(checkpoint, default_device(device))
+        pipe.use_cache = use_cache
+        device = next(pipe.model.parameters()).device
+        _sync(device)
+        start = time.perf_counter()
+        out = pipe(
+            num_samples=num_samples,
+            length=length,
+            steps=steps,
+            sampler=sampler,
+            seed=seed,
+            batch_size=num_samples,
+        )
+        _sync(device)
+        seconds = time.perf_counter() - start
+        timings.append(SamplingTiming(label, steps, num_samples / seconds, sum(out.nfe) / len(out.nfe)))
+    return timings
+
+
+def sampling_report(timings: list[SamplingTiming], settings: str) -> str:
+    by_label = {t.name: t for t in timings}
+    ratio = (
+        by_label["cached (exact, same distribution)"].samples_per_s
+        / by_label["ancestral, no cache"].samples_per_s
+    )
+    lines = [
+        "## Sampling speed (issue: sampling)",
+        "",
+        settings,
+        "",
+        "| sampler | steps | samples / s | mean NFE |",
+        "|---|---|---|---|",
+        *[f"| {t.name} | {t.steps} | {t.samples_per_s:.3f} | {t.mean_nfe:.1f} |" for t in timings],
+        "",
+        f"Cached ÷ ancestral at T = 2048 (identical output distribution): **{ratio:.1f}×** samples/s.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def run_bench(
+    data: Path,
+    checkpoint: Path,
+    out: Path,
+    *,
+    sentences: int = 256,
+    steps: int = 4,
+    rounds: int = 3,
+    seed: int = 0,
+    num_samples: int = 8,
+    device: str | torch.device | None = None,
+    report: Callable[[str], None] = print,
+) -> Path:
+    """Both benchmarks, in one run: each section goes to ``report`` when done, all of them to ``out``."""
+    if not (checkpoint / "diffusion.json").is_file():
+        raise CheckpointError(
+            f"sampling benchmark needs a trained model at {checkpoint}: run `make demo` first"
+        )
+    machine = machine_description()
+    naive, ours, peak = bench_training(
+        data, num_sentences=sentences, steps=steps, seed=seed, rounds=rounds, device=device
+    )
+    settings = (
+        f"Machine: {machine}. Packaged MiniLM-L6, spindle DiffusionBERT objective (T = 2048), batch 32 of the "
+        f"first {sentences} sentences of `{data}`, {steps} timed steps after one warm-up, AdamW, {rounds} "
+        f"rounds of each step kind, alternating, seed {seed}."
+    )
+    sections = [training_report(naive, ours, peak, settings)]
+    report(sections[0])
+    timings = bench_sampling(checkpoint, num_samples=num_samples, seed=seed, device=device)
+    settings = (
+        f"Machine: {machine}. Model `{checkpoint}` (the demo model), {num_samples} samples of length 64 in "
+        f"one batch, seed {seed}; NFE counts network calls per sample."
+    )
+    sections.append(sampling_report(timings, settings))
+    report(sections[1])
+    text = (
+        "# Benchmarks\n\nEvery number below comes from `make bench` (`diffusionbert bench`), ratios measured "
+        "within one run.\n\n" + "\n".join(sections)
+    )
+    atomic_file(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return out

@@ -1,0 +1,46 @@
+"""``diffusionbert bench``: benchmarks against naive references; writes docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .common import model_options, positive_int
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        parents=model_options(),
+        help="benchmarks against naive references; writes docs/benchmarks.md",
+    )
+    p.add_argument(
+        "--data", required=True, help="sentences for the training benchmark (make bench: LM1B train)"
+    )
+    p.add_argument("--sentences", type=positive_int, default=256)
+    p.add_argument("--steps", type=positive_int, default=4)
+    p.add_argument(
+        "--rounds", type=positive_int, default=3, help="timings of each training step kind, alternating"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint", default="runs/demo/final", help="trained model for the sampling benchmark")
+    p.add_argument("--num-samples", type=int, default=8)
+    p.add_argument("--out", default="docs/benchmarks.md")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from ..apps.bench import run_bench
+
+    out = run_bench(
+        Path(args.data),
+        Path(args.checkpoint),
+        Path(args.out),
+        sentences=args.sentences,
+        steps=args.steps,
+        rounds=args.rounds,
+        seed=args.seed,
+        num_samples=args.num_samples,
+        device=args.device,
+    )
+    print(f"wrote {out}")

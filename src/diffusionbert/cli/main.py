@@ -1,0 +1,61 @@
+"""The ``diffusionbert`` entry point: a parser with one sub-command per module of this package.
+
+Command modules import the library only when their command runs, so ``--help`` and ``--version`` answer
+without loading torch. Every expected failure is one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from .. import __version__
+from ..errors import DiffusionBertError
+from . import bench, demo, env, evaluate, reproduce, sample, train
+
+_COMMANDS = (train, sample, evaluate, demo, bench, reproduce, env)
+
+
+def _quiet_libraries() -> None:
+    """Keep the terminal for our own progress: no per-file bars or warnings from datasets/transformers."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="diffusionbert", description="Train, sample from and evaluate diffusion language models."
+    )
+    parser.add_argument("--version", action="version", version=f"diffusionbert {__version__}")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (any command)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in _COMMANDS:
+        command.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: every expected failure becomes one line on stderr and exit code 2."""
+    args = build_parser().parse_args(argv)
+    from ..utils.runtime import keep_freed_memory
+
+    _quiet_libraries()
+    keep_freed_memory()
+    func: Callable[[argparse.Namespace], None] = args.func
+    try:
+        func(args)
+    except DiffusionBertError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0

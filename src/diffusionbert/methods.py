@@ -1,0 +1,302 @@
+"""The one registry of method families: a name → its model class, objective, allowed options and sampling kind.
+
+``diffusion.objective`` in a run config names an entry of :data:`METHODS`. Every other module asks this one
+what a method needs (which network to build or load, which objective trains and scores it, whether it takes a
+noise schedule or a time input, whether it is sampled by the denoising loop or left to right), and no other
+module compares method names. Adding a family is one :func:`register` call plus the family's own modules:
+
+    register(Method(
+        name="mine", summary="my objective", model=DiffusionBertForMaskedLM,
+        objective=lambda mask_id, schedule, cfg: MyObjective(mask_id, schedule),
+        schedules=BASE_SCHEDULE_NAMES, default_schedule="linear",
+    ))
+
+after which ``diffusionbert train … diffusion.objective=mine``, ``sample`` and ``evaluate`` work on it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from torch import Tensor
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from .config import Config, DiffusionConfig
+from .diffusion.autoregressive import AutoregressiveObjective
+from .diffusion.objectives import (
+    AnyOrderObjective,
+    ContinuousObjective,
+    DiffusionBertObjective,
+    MaskedLMObjective,
+    MD4Objective,
+    Objective,
+    RDMObjective,
+    SEDDObjective,
+)
+from .diffusion.schedules import (
+    BASE_SCHEDULES,
+    SCHEDULE_NAMES,
+    SPINDLE_BASES,
+    SPINDLE_CENTERINGS,
+    SPINDLE_FORMS,
+    NoiseSchedule,
+    SpindleSchedule,
+    get_schedule,
+)
+from .diffusion.token_info import spindle_from_counts
+from .errors import ConfigError, invalid_choice
+from .models import (
+    TIME_CONDITIONINGS,
+    BackboneWrapperModel,
+    CausalLMForComparison,
+    DiffusionBertForMaskedLM,
+    backbone_dir,
+)
+
+Schedule = NoiseSchedule | SpindleSchedule
+SamplingKind = Literal["denoise", "left_to_right"]
+DENOISE: SamplingKind = "denoise"
+LEFT_TO_RIGHT: SamplingKind = "left_to_right"
+BASE_SCHEDULE_NAMES: tuple[str, ...] = tuple(BASE_SCHEDULES)
+
+ObjectiveBuilder = Callable[[int, Schedule | None, DiffusionConfig], Objective]
+"""(mask id, the noise schedule or None for a method without one, the run's diffusion settings) → objective."""
+
+
+@dataclass(frozen=True)
+class Method:
+    """One method family: what ``diffusion.objective=<name>`` means everywhere in the package.
+
+    ``schedules`` are the ``diffusion.schedule`` values it allows (empty: it uses no schedule and ignores the
+    setting); ``default_schedule`` is the one it gets when the setting is left unset. ``time_conditionings``
+    are the ``model.time_conditioning`` values it allows (``("none",)`` for a time-free model). ``sampling``
+    says how text is generated: ``denoise`` (the denoising loop and its samplers) or ``left_to_right``.
+    ``exact_likelihood`` marks methods whose bound is the exact NLL (such a model can judge generative
+    perplexity).
+    """
+
+    name: str
+    summary: str
+    model: type[BackboneWrapperModel]
+    objective: ObjectiveBuilder
+    schedules: tuple[str, ...] = ()
+    default_schedule: str | None = None
+    time_conditionings: tuple[str, ...] = TIME_CONDITIONINGS
+    sampling: SamplingKind = DENOISE
+    exact_likelihood: bool = False
+
+    def __post_init__(self) -> None:
+        if self.schedules and self.default_schedule not in self.schedules:
+            raise ConfigError(
+                f"method {self.name!r}: default_schedule={self.default_schedule!r} is not one of its "
+                f"schedules; allowed: {', '.join(self.schedules)}"
+            )
+        if not self.time_conditionings or not set(self.time_conditionings) <= set(TIME_CONDITIONINGS):
+            raise ConfigError(
+                f"method {self.name!r}: time_conditionings={self.time_conditionings!r} is not valid; allowed: "
+                f"a non-empty subset of {', '.join(TIME_CONDITIONINGS)}"
+            )
+
+    @property
+    def takes_time(self) -> bool:
+        """Whether its model may take the diffusion time as an input (a time design other than none)."""
+        return self.time_conditionings != ("none",)
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register(method: Method, *, replace: bool = False) -> Method:
+    """Add ``method`` to the registry (``replace`` allows redefining a name); returns it."""
+    if method.name in METHODS and not replace:
+        raise ConfigError(f"method {method.name!r} is already registered; pass replace=True to redefine it")
+    METHODS[method.name] = method
+    return method
+
+
+def get_method(name: str) -> Method:
+    """The registered method called ``name``, or a one-line error naming the nearest one."""
+    if name not in METHODS:
+        raise invalid_choice("diffusion.objective", name, METHODS)
+    return METHODS[name]
+
+
+def schedule_name(cfg: DiffusionConfig) -> str | None:
+    """The schedule a run uses: its setting, else its method's default; None for a method without one."""
+    method = get_method(cfg.objective)
+    if not method.schedules:
+        return None
+    return cfg.schedule or method.default_schedule
+
+
+def check_config(cfg: Config) -> Config:
+    """Check what a run's settings mean for its method, and return them with the schedule default filled in.
+
+    One-line errors name the key, its value and what is allowed: an unknown objective, a schedule or time
+    design the method does not allow, an unknown spindle option.
+    """
+    d, m = cfg.diffusion, cfg.model
+    method = get_method(d.objective)
+    if m.time_conditioning not in TIME_CONDITIONINGS:
+        raise invalid_choice("model.time_conditioning", m.time_conditioning, TIME_CONDITIONINGS)
+    if m.time_conditioning not in method.time_conditionings:
+        raise ConfigError(
+            f"model.time_conditioning={m.time_conditioning!r} contradicts diffusion.objective={d.objective!r}"
+            f" ({method.summary}); allowed: {', '.join(method.time_conditionings)}"
+        )
+    if d.schedule is not None and d.schedule not in SCHEDULE_NAMES:
+        raise invalid_choice("diffusion.schedule", d.schedule, SCHEDULE_NAMES)
+    for key, value, allowed in (
+        ("diffusion.spindle_base", d.spindle_base, SPINDLE_BASES),
+        ("diffusion.spindle_form", d.spindle_form, SPINDLE_FORMS),
+        ("diffusion.spindle_centering", d.spindle_centering, SPINDLE_CENTERINGS),
+    ):
+        if value not in allowed:
+            raise invalid_choice(key, value, allowed)
+    schedule = schedule_name(d)
+    if schedule is not None and schedule not in method.schedules:
+        raise ConfigError(
+            f"diffusion.schedule={schedule!r} contradicts diffusion.objective={d.objective!r} "
+            f"({method.summary}); allowed: {', '.join(method.schedules)}"
+        )
+    return dataclasses.replace(cfg, diffusion=dataclasses.replace(d, schedule=schedule or d.schedule))
+
+
+def needs_token_counts(cfg: DiffusionConfig) -> bool:
+    """Whether the run's schedule is built from the training data's token counts (spindle)."""
+    return schedule_name(cfg) == "spindle"
+
+
+def schedule_from_config(cfg: DiffusionConfig, token_counts: Tensor | None) -> Schedule | None:
+    """The noise schedule a run's diffusion settings describe (spindle needs the training-split counts); None
+    for a method that uses no schedule."""
+    name = schedule_name(cfg)
+    if name is None:
+        return None
+    base = cfg.spindle_base if name == "spindle" else name
+    kwargs = {"power": cfg.polynomial_power} if base == "polynomial" else {}
+    if name != "spindle":
+        return get_schedule(name, **kwargs)
+    if token_counts is None:
+        raise ConfigError("diffusion.schedule='spindle' needs token counts of the training data")
+    return spindle_from_counts(
+        get_schedule(base, **kwargs),
+        token_counts,
+        form=cfg.spindle_form,
+        lam=cfg.spindle_lambda,
+        centering=cfg.spindle_centering,
+    )
+
+
+def objective_from_config(cfg: DiffusionConfig, mask_id: int, token_counts: Tensor | None) -> Objective:
+    """The objective a run's diffusion settings describe."""
+    return get_method(cfg.objective).objective(mask_id, schedule_from_config(cfg, token_counts), cfg)
+
+
+def build_objective(
+    name: str, mask_id: int, schedule: Schedule | None = None, **settings: object
+) -> Objective:
+    """The objective of method ``name`` on a given ``schedule`` object (ignored by methods without one);
+    ``settings`` are further ``DiffusionConfig`` fields such as ``num_steps`` (for tests and scripts)."""
+    method = get_method(name)
+    return method.objective(mask_id, schedule, DiffusionConfig(objective=name, **settings))
+
+
+def build_model(cfg: Config) -> tuple[BackboneWrapperModel, PreTrainedTokenizerBase]:
+    """The network of a run and its tokenizer: pre-trained backbone weights, or the same architecture at
+    random (``model.init: scratch``); the method picks the class."""
+    method = get_method(cfg.diffusion.objective)
+    path = backbone_dir(cfg.model.backbone)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    settings = {"time_conditioning": cfg.model.time_conditioning} if method.takes_time else {}
+    model = method.model.from_backbone(path, tokenizer=tokenizer, **settings)
+    if cfg.model.init == "scratch":
+        config = type(model.config)(**{**model.config.to_dict(), "new_parameter_names": []})
+        model = type(model)(config)
+    return model, tokenizer
+
+
+register(
+    Method(
+        name="diffusionbert",
+        summary="DiffusionBERT / D3PM-absorbing: discrete-T bound plus λ·CE",
+        model=DiffusionBertForMaskedLM,
+        objective=lambda mask_id, schedule, cfg: DiffusionBertObjective(
+            mask_id, schedule, cfg.num_steps, cfg.hybrid_weight
+        ),
+        schedules=SCHEDULE_NAMES,
+        default_schedule="spindle",
+    )
+)
+register(
+    Method(
+        name="rdm",
+        summary="RDM: reweighted discrete-T cross-entropy",
+        model=DiffusionBertForMaskedLM,
+        objective=lambda mask_id, schedule, cfg: RDMObjective(mask_id, schedule, cfg.num_steps),
+        schedules=BASE_SCHEDULE_NAMES,
+        default_schedule="linear",
+    )
+)
+register(
+    Method(
+        name="mdlm",
+        summary="MDLM: continuous-time NELBO",
+        model=DiffusionBertForMaskedLM,
+        objective=lambda mask_id, schedule, cfg: ContinuousObjective(mask_id, schedule),
+        schedules=BASE_SCHEDULE_NAMES,
+        default_schedule="loglinear",
+    )
+)
+register(
+    Method(
+        name="md4",
+        summary="MD4: continuous-time NELBO, cosine schedule",
+        model=DiffusionBertForMaskedLM,
+        objective=lambda mask_id, schedule, cfg: MD4Objective(mask_id, schedule),
+        schedules=BASE_SCHEDULE_NAMES,
+        default_schedule="cosine",
+    )
+)
+register(
+    Method(
+        name="sedd",
+        summary="SEDD-absorb: denoising score entropy",
+        model=DiffusionBertForMaskedLM,
+        objective=lambda mask_id, schedule, cfg: SEDDObjective(mask_id, schedule),
+        schedules=BASE_SCHEDULE_NAMES,
+        default_schedule="loglinear",
+    )
+)
+register(
+    Method(
+        name="radd",
+        summary="RADD: time-free any-order objective",
+        model=DiffusionBertForMaskedLM,
+        objective=lambda mask_id, schedule, cfg: AnyOrderObjective(mask_id),
+        time_conditionings=("none",),
+    )
+)
+register(
+    Method(
+        name="mlm",
+        summary="plain 15 % masked LM, the BERT-Mouth baseline",
+        model=DiffusionBertForMaskedLM,
+        objective=lambda mask_id, schedule, cfg: MaskedLMObjective(mask_id),
+        time_conditionings=("none",),
+    )
+)
+register(
+    Method(
+        name="ar",
+        summary="autoregressive baseline of the same backbone",
+        model=CausalLMForComparison,
+        objective=lambda mask_id, schedule, cfg: AutoregressiveObjective(mask_id),
+        time_conditionings=("none",),
+        sampling=LEFT_TO_RIGHT,
+        exact_likelihood=True,
+    )
+)

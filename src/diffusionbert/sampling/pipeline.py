@@ -1,0 +1,355 @@
+"""Pipelines: a trained model, its tokenizer and objective, ready to generate text in one call.
+
+Python API::
+
+    pipe = load_pipeline("runs/demo/final")            # the pipeline the model's method samples with
+    out = pipe(num_samples=4, length=32, steps=64, sampler="cached")
+    print(out.texts)
+
+:class:`DiffusionPipeline` runs :func:`~diffusionbert.sampling.loop.denoise`, the one denoising loop, with
+any sampler; :class:`AutoregressivePipeline` samples an AR model left to right. Both take the same call, so a
+comparison samples every row the same way.
+
+Sequences use the training layout ``[CLS] x_1 … x_L``: position 0 is kept and positions 1..L are generated
+from all-[MASK]; a generated ``[SEP]`` ends the text. Conditioning goes through the same loop by fixing
+tokens: a ``prompt`` right after ``[CLS]``, an ``infill`` template whose ``[MASK]`` placeholders are the only
+generated positions, or a seq2seq ``source`` in the pair layout ``[CLS] source [SEP] target …`` where only
+the target is generated. Each sample draws from its own generator (derived from ``seed`` and its index), so
+results do not depend on ``batch_size``. With a time-agnostic model (``time_conditioning='none'``) a row's
+logits are reused while its x_t is unchanged, and NFE counts only real network calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from rich.progress import Progress
+from torch import Tensor
+from transformers import PreTrainedTokenizerBase
+
+from ..checkpoint import LoadedModel, load_model_dir
+from ..diffusion.objectives import Objective
+from ..errors import CheckpointError, ConfigError
+from ..methods import DENOISE, LEFT_TO_RIGHT, objective_from_config
+from ..models import CausalLMForComparison, DiffusionBertForMaskedLM
+from .draws import check_sample_request, sample_generator
+from .left_to_right import generate_left_to_right
+from .loop import DenoiseResult, denoise
+from .output import SampleOutput
+from .samplers import Sampler, build_sampler
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """One sequence template [S]: ids with [MASK] where generated, the generated and noisable positions,
+    where the text starts, and from where a generated [SEP] cuts it (after every given token)."""
+
+    ids: Tensor
+    generated: Tensor
+    noise_mask: Tensor
+    text_start: int
+    cut_from: int
+
+
+class DiffusionPipeline:
+    """A trained denoiser, its tokenizer and objective, ready to generate text with any sampler."""
+
+    def __init__(
+        self,
+        model: DiffusionBertForMaskedLM,
+        tokenizer: PreTrainedTokenizerBase,
+        objective: Objective,
+        device: torch.device | str | None = None,
+        use_cache: bool = True,
+    ) -> None:
+        """``use_cache=False`` turns off logits reuse for time-agnostic models (a reference for benchmarks)."""
+        if objective.mask_id != tokenizer.mask_token_id:
+            raise ConfigError(
+                f"objective mask_id={objective.mask_id} differs from the tokenizer's mask_token_id="
+                f"{tokenizer.mask_token_id}; allowed: the same [MASK] id in both"
+            )
+        if tokenizer.cls_token_id is None or tokenizer.sep_token_id is None:
+            raise ConfigError(
+                f"tokenizer {tokenizer.name_or_path!r} has no [CLS]/[SEP] token; allowed: a BERT-family one"
+            )
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.objective = objective
+        self.use_cache = use_cache
+
+    default_sampler = "ancestral"
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | Path, device: torch.device | str | None = None
+    ) -> DiffusionPipeline:
+        """Load a model directory (or a run directory with ``final/``) written by training."""
+        return cls.from_loaded(load_model_dir(directory, device), device)
+
+    @classmethod
+    def from_loaded(cls, loaded: LoadedModel, device: torch.device | str | None = None) -> DiffusionPipeline:
+        """The pipeline of an already loaded model directory, with the objective its settings describe."""
+        _check_sampling(loaded, cls)
+        objective = objective_from_config(
+            loaded.diffusion_cfg, loaded.tokenizer.mask_token_id, loaded.token_counts
+        )
+        return cls(loaded.model, loaded.tokenizer, objective, device)
+
+    @property
+    def time_conditioning(self) -> str:
+        """The model's time input: ``none`` (time-agnostic, logits cacheable), ``prefix_token`` or ``layerwise``."""
+        return getattr(self.model.config, "time_conditioning", "none")
+
+    @torch.inference_mode()
+    def __call__(
+        self,
+        num_samples: int,
+        length: int,
+        steps: int,
+        sampler: str | Sampler | None = None,
+        *,
+        prompt: str | None = None,
+        infill: str | None = None,
+        source: str | None = None,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        batch_size: int = 32,
+        return_trajectory: bool = False,
+        progress: bool = False,
+    ) -> SampleOutput:
+        """Generate ``num_samples`` texts of ``length`` generated positions in ``steps`` steps.
+
+        ``sampler`` is a name (built with ``temperature``/``top_k``/``top_p``; default ``ancestral``) or a
+        :class:`Sampler` object carrying its own options. With ``infill`` the template fixes the length and
+        ``length`` is ignored.
+        """
+        check_sample_request(num_samples, batch_size, seed)
+        sampler = self._sampler(sampler or self.default_sampler, temperature, top_k, top_p)
+        timesteps = sampler.timesteps(steps)
+        layout = self._layout(length, prompt, infill, source)
+        cache = self.use_cache and self.time_conditioning == "none"
+
+        def call_model(x: Tensor, time: Tensor, positions: Tensor) -> Tensor:
+            return self.model(input_ids=x, t=time, positions=positions).logits
+
+        results: list[DenoiseResult] = []
+        starts = range(0, num_samples, batch_size)
+        with Progress(disable=not progress) as bar:
+            task = bar.add_task("sampling", total=len(starts) * len(timesteps))
+            for start in starts:
+                stop = min(start + batch_size, num_samples)
+                generators = [sample_generator(seed, i, self.device) for i in range(start, stop)]
+                results.append(
+                    denoise(
+                        call_model,
+                        layout.ids.expand(stop - start, -1),
+                        sampler,
+                        timesteps,
+                        generators,
+                        generated=layout.generated.expand(stop - start, -1),
+                        noise_mask=layout.noise_mask.expand(stop - start, -1),
+                        cache=cache,
+                        return_trajectory=return_trajectory,
+                        advance=lambda n: bar.advance(task, n),
+                    )
+                )
+        tokens = torch.cat([r.tokens for r in results])
+        ends = self._text_ends(tokens, layout)
+        texts = self.tokenizer.batch_decode(
+            [row[layout.text_start : end].tolist() for row, end in zip(tokens, ends, strict=True)],
+            skip_special_tokens=True,
+        )
+        return SampleOutput(
+            texts=texts,
+            token_ids=tokens.cpu(),
+            lengths=[end - layout.text_start for end in ends],
+            nfe=torch.cat([r.nfe for r in results]).tolist(),
+            trajectories=torch.cat([r.trajectory for r in results]).cpu() if return_trajectory else None,
+        )
+
+    def resolve_sampler(self, sampler: str | None) -> str:
+        """The name of the sampler a call with ``sampler`` uses (default ``ancestral``), checked to suit the
+        model, so that a caller can fail before any other work."""
+        name = sampler or self.default_sampler
+        self._sampler(name, 1.0, 0, 1.0)
+        return name
+
+    def _sampler(self, sampler: str | Sampler, temperature: float, top_k: int, top_p: float) -> Sampler:
+        """Build a named sampler, or check a given one; either way it must suit the model."""
+        if isinstance(sampler, str):
+            sampler = build_sampler(
+                sampler, self.objective, temperature=temperature, top_k=top_k, top_p=top_p
+            )
+        elif (temperature, top_k, top_p) != (1.0, 0, 1.0):
+            raise ConfigError(
+                f"temperature={temperature}, top_k={top_k}, top_p={top_p} cannot be applied to a sampler "
+                "object; allowed: pass them when building it (build_sampler(name, objective, ...))"
+            )
+        sampler.check_model(self.time_conditioning)
+        return sampler
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _layout(self, length: int, prompt: str | None, infill: str | None, source: str | None) -> _Layout:
+        """The sequence template for the requested conditioning (at most one kind)."""
+        given = [name for name, text in (("prompt", prompt), ("infill", infill), ("source", source)) if text]
+        if len(given) > 1:
+            raise ConfigError(f"{' and '.join(given)} were both given; allowed: at most one of them")
+        tok = self.tokenizer
+        mask, cls_id = tok.mask_token_id, tok.cls_token_id
+        if infill:
+            body = self._encode(infill)
+            if mask not in body:
+                raise ConfigError(
+                    f"infill={infill!r} has no {tok.mask_token} placeholder; allowed: text with at least one"
+                )
+            ids = torch.tensor([cls_id, *body])
+            generated = ids == mask
+        else:
+            if length < 1:
+                raise ConfigError(f"length={length} is not valid; allowed: length >= 1")
+            if source:
+                fixed = [*self._encode(source), tok.sep_token_id]
+                to_generate = length
+            else:
+                fixed = self._encode(prompt) if prompt else []
+                if len(fixed) > length:
+                    raise ConfigError(
+                        f"prompt has {len(fixed)} tokens but length={length}; allowed: a prompt of at most "
+                        "length tokens (length counts the prompt)"
+                    )
+                to_generate = length - len(fixed)
+            ids = torch.tensor([cls_id, *fixed, *[mask] * to_generate])
+            generated = torch.arange(len(ids)) > len(fixed)
+        text_start = len(ids) - length if source else 1
+        noise_mask = generated if source else torch.arange(len(ids)) >= 1
+        cut_from = int((~generated).nonzero().max()) + 1
+        return _Layout(
+            ids.to(self.device), generated.to(self.device), noise_mask.to(self.device), text_start, cut_from
+        )
+
+    def _text_ends(self, tokens: Tensor, layout: _Layout) -> list[int]:
+        """Per row, the position of the first generated [SEP] after every given token (else the end)."""
+        positions = torch.arange(tokens.shape[1], device=tokens.device)
+        cuts = (tokens == self.tokenizer.sep_token_id) & layout.generated & (positions >= layout.cut_from)
+        first = cuts.long().argmax(-1)
+        return torch.where(cuts.any(-1), first, tokens.shape[1]).tolist()
+
+
+class AutoregressivePipeline:
+    """A causal LM and its tokenizer, sampled left to right; called like :class:`DiffusionPipeline`.
+
+    Its only sampler is ``autoregressive``; ``steps`` is ignored (one network call per drawn token) and
+    conditioning (prompt, infill, source) and trajectories are not offered: asking for them is an error.
+    """
+
+    default_sampler = "autoregressive"
+
+    def __init__(
+        self,
+        model: CausalLMForComparison,
+        tokenizer: PreTrainedTokenizerBase,
+        device: torch.device | str | None = None,
+    ) -> None:
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+
+    def resolve_sampler(self, sampler: str | None) -> str:
+        """``autoregressive``, the only sampler; anything else is an error."""
+        if sampler not in (None, self.default_sampler):
+            raise ConfigError(
+                f"sampler={sampler!r} does not apply to an autoregressive model; allowed: "
+                f"{self.default_sampler!r} (left to right)"
+            )
+        return self.default_sampler
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | Path, device: torch.device | str | None = None
+    ) -> AutoregressivePipeline:
+        """Load an AR model directory (or a run directory with ``final/``) written by training."""
+        return cls.from_loaded(load_model_dir(directory, device), device)
+
+    @classmethod
+    def from_loaded(
+        cls, loaded: LoadedModel, device: torch.device | str | None = None
+    ) -> AutoregressivePipeline:
+        """The pipeline of an already loaded AR model directory."""
+        _check_sampling(loaded, cls)
+        return cls(loaded.model, loaded.tokenizer, device)
+
+    def __call__(
+        self,
+        num_samples: int,
+        length: int,
+        steps: int | None = None,
+        sampler: str | None = None,
+        *,
+        prompt: str | None = None,
+        infill: str | None = None,
+        source: str | None = None,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        batch_size: int = 32,
+        return_trajectory: bool = False,
+        progress: bool = False,
+    ) -> SampleOutput:
+        """Generate ``num_samples`` texts of at most ``length`` tokens, one token at a time."""
+        given = [
+            name for name, value in (("prompt", prompt), ("infill", infill), ("source", source)) if value
+        ]
+        given += ["return_trajectory"] if return_trajectory else []
+        if given:
+            raise ConfigError(
+                f"{', '.join(given)} does not apply to an autoregressive model; it samples left to right"
+            )
+        self.resolve_sampler(sampler)
+        return generate_left_to_right(
+            self.model,
+            self.tokenizer,
+            num_samples,
+            length,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            seed=seed,
+            batch_size=batch_size,
+            progress=progress,
+        )
+
+
+Pipeline = DiffusionPipeline | AutoregressivePipeline
+PIPELINES: dict[str, type[DiffusionPipeline] | type[AutoregressivePipeline]] = {
+    DENOISE: DiffusionPipeline,
+    LEFT_TO_RIGHT: AutoregressivePipeline,
+}
+"""The pipeline class of each sampling kind of the method registry."""
+
+
+def _check_sampling(loaded: LoadedModel, cls: type) -> None:
+    """Refuse to build ``cls`` for a model its method samples with another pipeline."""
+    wanted = PIPELINES[loaded.method.sampling]
+    if wanted is not cls:
+        raise CheckpointError(
+            f"{loaded.directory} holds a {loaded.method.name!r} model, sampled by {wanted.__name__}, not "
+            f"{cls.__name__}; use load_pipeline() to get the right one"
+        )
+
+
+def pipeline_for(loaded: LoadedModel, device: torch.device | str | None = None) -> Pipeline:
+    """The pipeline an already loaded model's method samples with."""
+    return PIPELINES[loaded.method.sampling].from_loaded(loaded, device)
+
+
+def load_pipeline(directory: str | Path, device: torch.device | str | None = None) -> Pipeline:
+    """Load a model directory (or a run directory with ``final/``) into the pipeline its method samples with."""
+    return pipeline_for(load_model_dir(directory, device), device)

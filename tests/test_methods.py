@@ -1,0 +1,153 @@
+"""The method registry: what each entry means, its checks, and a new family added with one entry."""
+
+from __future__ import annotations
+
+import json
+from typing import ClassVar
+
+import pytest
+import torch
+from torch import Tensor
+
+from diffusionbert.checkpoint import load_model_dir
+from diffusionbert.cli import main
+from diffusionbert.config import load_config
+from diffusionbert.diffusion.corruption import mask_tokens
+from diffusionbert.diffusion.objectives import ContinuousObjective, Corrupted
+from diffusionbert.errors import ConfigError
+from diffusionbert.methods import (
+    BASE_SCHEDULE_NAMES,
+    DENOISE,
+    LEFT_TO_RIGHT,
+    METHODS,
+    Method,
+    check_config,
+    get_method,
+    register,
+)
+from diffusionbert.models import CausalLMForComparison, DiffusionBertForMaskedLM
+
+
+class IIDTimeObjective(ContinuousObjective):
+    """The MDLM NELBO with t drawn independently per row (no antithetic grid): a new family for the test."""
+
+    name: ClassVar[str] = "iid-time"
+
+    def corrupt(self, x0: Tensor, noise_mask: Tensor, generator: torch.Generator) -> Corrupted:
+        t = 1.0 - torch.rand(x0.shape[0], generator=generator, dtype=torch.float64, device=x0.device)
+        x_t = mask_tokens(
+            x0, self.schedule.alpha(t).unsqueeze(-1).expand(x0.shape), noise_mask, self.mask_id, generator
+        )
+        return Corrupted(
+            x_t=x_t,
+            noise_mask=noise_mask,
+            masked=noise_mask & (x_t == self.mask_id),
+            time=t.to(torch.float32),
+            weight=self.schedule.nelbo_weight(t),
+        )
+
+
+IID_TIME = Method(
+    name="iid-time",
+    summary="MDLM with i.i.d. times",
+    model=DiffusionBertForMaskedLM,
+    objective=lambda mask_id, schedule, cfg: IIDTimeObjective(mask_id, schedule),
+    schedules=BASE_SCHEDULE_NAMES,
+    default_schedule="cosine",
+)
+
+
+def test_every_method_names_its_model_and_sampling_kind():
+    assert set(METHODS) >= {"diffusionbert", "rdm", "mdlm", "md4", "sedd", "radd", "mlm", "ar"}
+    for method in METHODS.values():
+        assert method.sampling in (DENOISE, LEFT_TO_RIGHT)
+        expected = CausalLMForComparison if method.sampling == LEFT_TO_RIGHT else DiffusionBertForMaskedLM
+        assert method.model is expected
+    assert get_method("ar").exact_likelihood and not get_method("mdlm").exact_likelihood
+
+
+def test_check_config_fills_the_method_default_schedule(tiny_config):
+    path, _ = tiny_config(diffusion={"objective": "md4", "schedule": None})
+    assert load_config(path).diffusion.schedule is None
+    assert check_config(load_config(path)).diffusion.schedule == "cosine"
+    path, _ = tiny_config(diffusion={"objective": "diffusionbert", "schedule": None})
+    assert check_config(load_config(path)).diffusion.schedule == "spindle"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["diffusion.objective=mdml"], r"diffusion.objective='mdml' is not valid \(did you mean 'mdlm'\?\)"),
+        (
+            ["diffusion.objective=rdm", "diffusion.schedule=spindle"],
+            "diffusion.schedule='spindle' contradicts",
+        ),
+        (
+            ["diffusion.schedule=cosin"],
+            r"diffusion.schedule='cosin' is not valid \(did you mean 'cosine'\?\)",
+        ),
+        (["model.time_conditioning=layers"], "model.time_conditioning='layers' is not valid"),
+        (["diffusion.spindle_form=papers"], "diffusion.spindle_form='papers' is not valid"),
+    ],
+)
+def test_check_config_names_the_key_and_what_is_allowed(tiny_config, overrides, message):
+    path, _ = tiny_config()
+    with pytest.raises(ConfigError, match=message):
+        check_config(load_config(path, overrides))
+
+
+def test_a_name_is_registered_once_and_a_method_checks_its_own_options():
+    with pytest.raises(ConfigError, match="'mdlm' is already registered"):
+        register(METHODS["mdlm"])
+    with pytest.raises(ConfigError, match="default_schedule='spindle' is not one of its schedules"):
+        Method("x", "x", DiffusionBertForMaskedLM, IID_TIME.objective, BASE_SCHEDULE_NAMES, "spindle")
+    with pytest.raises(ConfigError, match=r"time_conditionings=.* is not valid"):
+        Method("x", "x", DiffusionBertForMaskedLM, IID_TIME.objective, time_conditionings=("hourly",))
+
+
+def test_a_new_family_is_one_registry_entry_trained_sampled_and_evaluated_by_the_cli(
+    tiny_config, tiny_texts, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setitem(METHODS, IID_TIME.name, IID_TIME)
+    path, out = tiny_config(diffusion={"objective": "iid-time", "schedule": None}, training={"max_steps": 4})
+    assert main(["--no-progress", "train", "--config", str(path)]) == 0
+    assert "trained 4 steps" in capsys.readouterr().out
+    loaded = load_model_dir(out / "final")
+    assert loaded.method is IID_TIME and loaded.diffusion_cfg.schedule == "cosine"
+
+    samples = tmp_path / "samples.jsonl"
+    args = [
+        "sample",
+        "--checkpoint",
+        str(out / "final"),
+        "--num-samples",
+        "3",
+        "--length",
+        "6",
+        "--steps",
+        "8",
+    ]
+    assert main([*args, "--sampler", "cached", "--out", str(samples), "--no-progress"]) == 0
+    records = [json.loads(line) for line in samples.read_text().splitlines()]
+    assert len(records) == 3 and all(1 <= r["nfe"] <= 7 for r in records)
+
+    report = tmp_path / "eval.json"
+    evaluate = ["evaluate", "--checkpoint", str(out / "final"), "--data", str(tiny_texts["valid"])]
+    assert main([*evaluate, "--metrics", "bound,dist", "--num-samples", "3", "--steps", "4", "--length", "6",
+                 "--out", str(report), "--no-progress"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "iid-time NELBO" in printed
+    result = json.loads(report.read_text())
+    assert result["objective"] == "iid-time" and 0 < result["bound"]["nats_per_token"] < 10
+    assert len(result["samples"]["texts"]) == 3
+
+
+def test_an_unregistered_method_in_a_checkpoint_is_a_one_line_error(tiny_config, monkeypatch, capsys):
+    monkeypatch.setitem(METHODS, IID_TIME.name, IID_TIME)
+    path, out = tiny_config(diffusion={"objective": "iid-time", "schedule": None}, training={"max_steps": 1})
+    assert main(["--no-progress", "train", "--config", str(path)]) == 0
+    monkeypatch.delitem(METHODS, IID_TIME.name)
+    capsys.readouterr()
+    assert main(["sample", "--checkpoint", str(out / "final"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: diffusion.objective='iid-time' is not valid") and "\n" not in err
