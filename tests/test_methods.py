@@ -12,8 +12,7 @@ from torch import Tensor
 from diffusionbert.checkpoint import load_model_dir
 from diffusionbert.cli import main
 from diffusionbert.config import load_config
-from diffusionbert.diffusion.corruption import mask_tokens
-from diffusionbert.diffusion.objectives import ContinuousObjective, Corrupted
+from diffusionbert.diffusion.objectives import ContinuousObjective
 from diffusionbert.errors import ConfigError
 from diffusionbert.methods import (
     BASE_SCHEDULE_NAMES,
@@ -33,18 +32,8 @@ class IIDTimeObjective(ContinuousObjective):
 
     name: ClassVar[str] = "iid-time"
 
-    def corrupt(self, x0: Tensor, noise_mask: Tensor, generator: torch.Generator) -> Corrupted:
-        t = 1.0 - torch.rand(x0.shape[0], generator=generator, dtype=torch.float64, device=x0.device)
-        x_t = mask_tokens(
-            x0, self.schedule.alpha(t).unsqueeze(-1).expand(x0.shape), noise_mask, self.mask_id, generator
-        )
-        return Corrupted(
-            x_t=x_t,
-            noise_mask=noise_mask,
-            masked=noise_mask & (x_t == self.mask_id),
-            time=t.to(torch.float32),
-            weight=self.schedule.nelbo_weight(t),
-        )
+    def times(self, batch: int, generator: torch.Generator, device: torch.device) -> Tensor:
+        return 1.0 - torch.rand(batch, generator=generator, dtype=torch.float64, device=device)
 
 
 IID_TIME = Method(

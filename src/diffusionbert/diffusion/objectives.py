@@ -261,11 +261,14 @@ class ContinuousObjective(Objective):
             )
         self.schedule = schedule
 
+    def times(self, batch: int, generator: torch.Generator, device: torch.device) -> Tensor:
+        """t ∈ (0, 1] per row [B], float64: one uniform offset on an evenly spaced grid (low discrepancy)."""
+        offset = torch.rand((), generator=generator, device=device, dtype=torch.float64)
+        grid = torch.arange(batch, device=device, dtype=torch.float64) / batch
+        return 1.0 - torch.remainder(offset + grid, 1.0)
+
     def corrupt(self, x0: Tensor, noise_mask: Tensor, generator: torch.Generator) -> Corrupted:
-        batch = x0.shape[0]
-        offset = torch.rand((), generator=generator, device=x0.device, dtype=torch.float64)
-        grid = torch.arange(batch, device=x0.device, dtype=torch.float64) / batch
-        t = 1.0 - torch.remainder(offset + grid, 1.0)
+        t = self.times(x0.shape[0], generator, x0.device)
         alpha = self.schedule.alpha(t).unsqueeze(-1).expand(x0.shape)
         x_t = mask_tokens(x0, alpha, noise_mask, self.mask_id, generator)
         return Corrupted(

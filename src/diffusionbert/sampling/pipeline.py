@@ -21,8 +21,10 @@ logits are reused while its x_t is unchanged, and NFE counts only real network c
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from rich.progress import Progress
@@ -53,7 +55,37 @@ class _Layout:
     cut_from: int
 
 
-class DiffusionPipeline:
+_P = TypeVar("_P", bound="_Pipeline")
+
+
+class _Pipeline(ABC):
+    """What every pipeline shares: loading from a model directory into the class its method samples with."""
+
+    default_sampler: str
+
+    @classmethod
+    def from_pretrained(cls: type[_P], directory: str | Path, device: torch.device | str | None = None) -> _P:
+        """Load a model directory (or a run directory with ``final/``) written by training."""
+        return cls.from_loaded(load_model_dir(directory, device), device)
+
+    @classmethod
+    def from_loaded(cls: type[_P], loaded: LoadedModel, device: torch.device | str | None = None) -> _P:
+        """The pipeline of an already loaded model directory (an error if its method samples otherwise)."""
+        wanted = PIPELINES[loaded.method.sampling]
+        if wanted is not cls:
+            raise CheckpointError(
+                f"{loaded.directory} holds a {loaded.method.name!r} model, sampled by {wanted.__name__}, not "
+                f"{cls.__name__}; use load_pipeline() to get the right one"
+            )
+        return cls._from_loaded(loaded, device)
+
+    @classmethod
+    @abstractmethod
+    def _from_loaded(cls: type[_P], loaded: LoadedModel, device: torch.device | str | None) -> _P:
+        """Build the pipeline of a loaded model directory whose method samples with this class."""
+
+
+class DiffusionPipeline(_Pipeline):
     """A trained denoiser, its tokenizer and objective, ready to generate text with any sampler."""
 
     def __init__(
@@ -83,16 +115,8 @@ class DiffusionPipeline:
     default_sampler = "ancestral"
 
     @classmethod
-    def from_pretrained(
-        cls, directory: str | Path, device: torch.device | str | None = None
-    ) -> DiffusionPipeline:
-        """Load a model directory (or a run directory with ``final/``) written by training."""
-        return cls.from_loaded(load_model_dir(directory, device), device)
-
-    @classmethod
-    def from_loaded(cls, loaded: LoadedModel, device: torch.device | str | None = None) -> DiffusionPipeline:
-        """The pipeline of an already loaded model directory, with the objective its settings describe."""
-        _check_sampling(loaded, cls)
+    def _from_loaded(cls, loaded: LoadedModel, device: torch.device | str | None) -> DiffusionPipeline:
+        """With the objective the model directory's settings describe."""
         objective = objective_from_config(
             loaded.diffusion_cfg, loaded.tokenizer.mask_token_id, loaded.token_counts
         )
@@ -242,7 +266,7 @@ class DiffusionPipeline:
         return torch.where(cuts.any(-1), first, tokens.shape[1]).tolist()
 
 
-class AutoregressivePipeline:
+class AutoregressivePipeline(_Pipeline):
     """A causal LM and its tokenizer, sampled left to right; called like :class:`DiffusionPipeline`.
 
     Its only sampler is ``autoregressive``; ``steps`` is ignored (one network call per drawn token) and
@@ -271,18 +295,7 @@ class AutoregressivePipeline:
         return self.default_sampler
 
     @classmethod
-    def from_pretrained(
-        cls, directory: str | Path, device: torch.device | str | None = None
-    ) -> AutoregressivePipeline:
-        """Load an AR model directory (or a run directory with ``final/``) written by training."""
-        return cls.from_loaded(load_model_dir(directory, device), device)
-
-    @classmethod
-    def from_loaded(
-        cls, loaded: LoadedModel, device: torch.device | str | None = None
-    ) -> AutoregressivePipeline:
-        """The pipeline of an already loaded AR model directory."""
-        _check_sampling(loaded, cls)
+    def _from_loaded(cls, loaded: LoadedModel, device: torch.device | str | None) -> AutoregressivePipeline:
         return cls(loaded.model, loaded.tokenizer, device)
 
     def __call__(
@@ -333,16 +346,6 @@ PIPELINES: dict[str, type[DiffusionPipeline] | type[AutoregressivePipeline]] = {
     LEFT_TO_RIGHT: AutoregressivePipeline,
 }
 """The pipeline class of each sampling kind of the method registry."""
-
-
-def _check_sampling(loaded: LoadedModel, cls: type) -> None:
-    """Refuse to build ``cls`` for a model its method samples with another pipeline."""
-    wanted = PIPELINES[loaded.method.sampling]
-    if wanted is not cls:
-        raise CheckpointError(
-            f"{loaded.directory} holds a {loaded.method.name!r} model, sampled by {wanted.__name__}, not "
-            f"{cls.__name__}; use load_pipeline() to get the right one"
-        )
 
 
 def pipeline_for(loaded: LoadedModel, device: torch.device | str | None = None) -> Pipeline:
