@@ -88,6 +88,8 @@ class _Pipeline(ABC):
 class DiffusionPipeline(_Pipeline):
     """A trained denoiser, its tokenizer and objective, ready to generate text with any sampler."""
 
+    default_sampler = "ancestral"
+
     def __init__(
         self,
         model: DiffusionBertForMaskedLM,
@@ -111,8 +113,6 @@ class DiffusionPipeline(_Pipeline):
         self.tokenizer = tokenizer
         self.objective = objective
         self.use_cache = use_cache
-
-    default_sampler = "ancestral"
 
     @classmethod
     def _from_loaded(cls, loaded: LoadedModel, device: torch.device | str | None) -> DiffusionPipeline:
