@@ -353,15 +353,15 @@ def test_dataloader_order_is_seeded_and_resumable():
     assert sorted(i for b in full for i in b) == list(range(23))
 
     loader = make(3)
-    loader.batch_sampler.set_epoch(1)
+    loader.set_epoch(1)
     epoch1 = batch_rows(loader)
     assert epoch1 != full and sorted(i for b in epoch1 for i in b) == list(range(23))
     for k in (0, 2, len(epoch1)):
-        loader.batch_sampler.set_epoch(1, start_index=k)
+        loader.set_epoch(1, start_index=k)
         assert len(loader) == len(epoch1) - k
         assert batch_rows(loader) == epoch1[k:]
     with pytest.raises(ConfigError, match=r"start_index=9 is outside 0\.\.6"):
-        loader.batch_sampler.set_epoch(1, start_index=9)
+        loader.set_epoch(1, start_index=9)
 
 
 def test_dataloader_without_shuffle_keeps_order_and_drop_last():
@@ -385,3 +385,18 @@ def test_length_bucketing_removes_padding():
     assert sorted(i for b in batch_rows(bucketed) for i in b) == list(range(16))
     packed = D.make_dataloader(rows, 2, shuffle=False, layout="packed", pad_token_id=PAD)
     assert padding(packed) > 0  # packed layout never reorders by length
+
+
+def test_dataloader_iteration_leaves_the_global_rng_alone():
+    """A resumed run creates one iterator more than an uninterrupted one: that must not shift dropout masks."""
+    rows = id_rows([3 + i % 5 for i in range(23)])
+    loader = D.make_dataloader(rows, 4, shuffle=True, seed=3, pad_token_id=PAD, num_workers=0)
+    state = torch.get_rng_state()
+    for k in (0, 3):
+        loader.set_epoch(1, start_index=k)
+        batch_rows(loader)
+    assert torch.equal(torch.get_rng_state(), state)
+    loader.set_epoch(2)
+    first = loader.generator.initial_seed()
+    loader.set_epoch(2, start_index=4)
+    assert loader.generator.initial_seed() == first  # workers' base seed: a function of (seed, epoch)

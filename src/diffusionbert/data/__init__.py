@@ -30,13 +30,14 @@ build ``noise_mask = (position >= noise_start) & real token`` for any layout:
   other token.
 """
 
-from .batches import ResumableBatchSampler, collate, make_dataloader
+from .batches import ResumableBatchSampler, ResumableDataLoader, collate, make_dataloader
 from .counts import cached_token_counts, token_counts
 from .files import load_texts
 from .tokenize import TokenizedDataset, tokenize_dataset
 
 __all__ = [
     "ResumableBatchSampler",
+    "ResumableDataLoader",
     "TokenizedDataset",
     "cached_token_counts",
     "collate",

@@ -127,6 +127,26 @@ class ResumableBatchSampler(Sampler[list[int]]):
         return self.num_batches - self.start_index
 
 
+class ResumableDataLoader(DataLoader[dict[str, torch.Tensor]]):
+    """A :class:`DataLoader` whose every random draw depends on ``(seed, epoch)`` only.
+
+    The batch order comes from its :class:`ResumableBatchSampler`; the base seed of its worker processes from
+    its own generator, reseeded by :meth:`set_epoch`. A plain ``DataLoader`` draws that base seed from torch's
+    global RNG whenever an iterator is created, so a run resumed in the middle of an epoch (one iterator more
+    than the uninterrupted run made) shifted every later dropout mask; this one leaves the global RNG alone.
+    """
+
+    def set_epoch(self, epoch: int, start_index: int = 0) -> None:
+        """Produce epoch ``epoch`` from its batch ``start_index`` on (see :meth:`ResumableBatchSampler.set_epoch`)."""
+        self.batch_sampler.set_epoch(epoch, start_index)
+        self.generator.manual_seed(_epoch_seed(self.batch_sampler.seed, epoch))
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    """A 63-bit seed for ``(seed, epoch)``, well mixed (numpy's SeedSequence)."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
 def make_dataloader(
     dataset: datasets.Dataset,
     batch_size: int,
@@ -138,12 +158,12 @@ def make_dataloader(
     drop_last: bool = False,
     bucket_batches: int = 50,
     num_workers: int = 0,
-) -> DataLoader[dict[str, torch.Tensor]]:
-    """A :class:`DataLoader` over a :func:`tokenize_dataset` dataset yielding :func:`collate` batches.
+) -> ResumableDataLoader:
+    """A :class:`ResumableDataLoader` over a :func:`tokenize_dataset` dataset yielding :func:`collate` batches.
 
     Batches come from a :class:`ResumableBatchSampler` (``loader.batch_sampler``): the order is reproducible
-    from ``seed`` and the epoch, and ``loader.batch_sampler.set_epoch(epoch, start_index=k)`` skips the first
-    ``k`` batches to resume mid-epoch. For the sentence layout, examples are bucketed by length within windows
+    from ``seed`` and the epoch, and ``loader.set_epoch(epoch, start_index=k)`` skips the first ``k`` batches
+    to resume mid-epoch. Iterating draws nothing from torch's global RNG. For the sentence layout, examples are bucketed by length within windows
     of ``bucket_batches`` batches (``bucket_batches <= 1`` disables it); packed chunks all have the same
     length, so there is nothing to bucket. Rows are fetched a batch at a time (``Dataset.__getitems__``).
     """
@@ -164,9 +184,10 @@ def make_dataloader(
         lengths=lengths,
         bucket_batches=bucket_batches,
     )
-    return DataLoader(
+    return ResumableDataLoader(
         dataset.select_columns(["input_ids", "noise_start", "n_words"]),
         batch_sampler=sampler,
         collate_fn=partial(collate, pad_token_id=pad_token_id),
         num_workers=num_workers,
+        generator=torch.Generator().manual_seed(_epoch_seed(seed, 0)),
     )

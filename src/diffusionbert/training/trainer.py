@@ -19,12 +19,18 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..checkpoint import list_checkpoints, save_model_dir, save_training_checkpoint
 from ..config import Config, save_config
-from ..data import TokenizedDataset, cached_token_counts, load_texts, make_dataloader, tokenize_dataset
+from ..data import (
+    ResumableDataLoader,
+    TokenizedDataset,
+    cached_token_counts,
+    load_texts,
+    make_dataloader,
+    tokenize_dataset,
+)
 from ..diffusion.objectives import Objective
 from ..errors import ConfigError, DataError
 from ..methods import build_model, check_config, get_method, needs_token_counts, objective_from_config
@@ -190,7 +196,7 @@ class Trainer:
         model = model_class.from_pretrained(directory, dtype=torch.float32)
         return model, AutoTokenizer.from_pretrained(directory, local_files_only=True)
 
-    def _data(self) -> tuple[DataLoader, list[dict[str, torch.Tensor]] | None]:
+    def _data(self) -> tuple[ResumableDataLoader, list[dict[str, torch.Tensor]] | None]:
         """The shuffled, resumable training loader and the validation batches (file order) if any."""
         cfg, t = self.cfg, self.cfg.training
         pad_id = self.tokenizer.pad_token_id
@@ -317,9 +323,8 @@ class Trainer:
 
     def _batches(self) -> Iterator[dict[str, torch.Tensor]]:
         """Global batches from the saved data position on, epoch after epoch."""
-        sampler = self.train_loader.batch_sampler
         while True:
-            sampler.set_epoch(self.state.epoch, start_index=self.state.batch_in_epoch)
+            self.train_loader.set_epoch(self.state.epoch, start_index=self.state.batch_in_epoch)
             for batch in self.train_loader:
                 self.state.batch_in_epoch += 1
                 yield batch
