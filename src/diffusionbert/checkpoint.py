@@ -20,11 +20,11 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import save_file
-from transformers import AutoTokenizer
 
 from .config import DiffusionConfig, ModelConfig, config_from_dict
 from .errors import CheckpointError
 from .methods import Method, get_method
+from .models.loading import check_no_code, load_tokenizer, load_weights
 from .utils.io import atomic_directory, read_json, read_tensors, save_state, write_json
 
 DIFFUSION_FILE = "diffusion.json"
@@ -111,6 +111,7 @@ def load_model_dir(directory: str | Path, device: torch.device | str | None = No
     for sub in ("final", "model"):
         if not (directory / DIFFUSION_FILE).exists() and (directory / sub / DIFFUSION_FILE).exists():
             directory = directory / sub
+    check_no_code(directory)
     meta = read_json(directory / DIFFUSION_FILE)
     try:
         cfg = config_from_dict({"model": meta["model"], "diffusion": meta["diffusion"]})
@@ -122,8 +123,10 @@ def load_model_dir(directory: str | Path, device: torch.device | str | None = No
     model_class = get_method(cfg.diffusion.objective).model
     _check_model_type(directory, cfg.diffusion.objective, model_class.config_class.model_type)
     try:
-        model = model_class.from_pretrained(directory, local_files_only=True, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        model = load_weights(model_class, directory, dtype=torch.float32)
+        tokenizer = load_tokenizer(directory)
+    except CheckpointError:
+        raise
     except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
         raise CheckpointError(
             f"checkpoint {directory} could not be loaded: {str(exc).splitlines()[0]}"

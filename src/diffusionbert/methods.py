@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from torch import Tensor
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from .config import Config, DiffusionConfig
 from .diffusion.autoregressive import AutoregressiveObjective
@@ -55,6 +55,7 @@ from .models import (
     DiffusionBertForMaskedLM,
     backbone_dir,
 )
+from .models.loading import load_tokenizer
 
 Schedule = NoiseSchedule | SpindleSchedule
 SamplingKind = Literal["denoise", "left_to_right"]
@@ -210,7 +211,7 @@ def build_model(cfg: Config) -> tuple[BackboneWrapperModel, PreTrainedTokenizerB
     random (``model.init: scratch``); the method picks the class."""
     method = get_method(cfg.diffusion.objective)
     path = backbone_dir(cfg.model.backbone)
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    tokenizer = load_tokenizer(path)
     settings = {"time_conditioning": cfg.model.time_conditioning} if method.takes_time else {}
     model = method.model.from_backbone(path, tokenizer=tokenizer, **settings)
     if cfg.model.init == "scratch":

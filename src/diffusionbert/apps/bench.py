@@ -19,7 +19,6 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-from transformers import AutoTokenizer
 
 from ..data import load_texts, make_dataloader, tokenize_dataset
 from ..diffusion.corruption import unmask_probability
@@ -28,6 +27,7 @@ from ..diffusion.schedules import LinearSchedule
 from ..diffusion.token_info import spindle_from_counts
 from ..errors import CheckpointError
 from ..models import DiffusionBertForMaskedLM, default_backbone_path
+from ..models.loading import load_tokenizer
 from ..sampling import DiffusionPipeline
 from ..training.step import denoiser_terms
 from ..utils.io import atomic_file
@@ -131,7 +131,7 @@ def bench_training(
     device = default_device(device)
     precision = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
     path = default_backbone_path()
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    tokenizer = load_tokenizer(path)
     texts = load_texts(data_file).select(range(num_sentences))
     tokenized = tokenize_dataset(texts, tokenizer, "sentence", 128).dataset
     counts = torch.bincount(

@@ -13,10 +13,11 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from huggingface_hub.dataclasses import strict
 from torch import nn
-from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.configuration_utils import SubConfigSpec
 
 from ..errors import CheckpointError, ConfigError
+from .loading import load_config, load_tokenizer, load_weights
 from .unpadded import use_fast_dropout
 
 _Wrapper = TypeVar("_Wrapper", bound="BackboneWrapperModel")
@@ -181,7 +182,7 @@ class BackboneWrapperModel(PreTrainedModel):
                 f"backbone path={str(path)!r} has no config.json; allowed: a local model directory"
             )
         if tokenizer is None:
-            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            tokenizer = load_tokenizer(path)
         return path, tokenizer
 
     @classmethod
@@ -189,13 +190,15 @@ class BackboneWrapperModel(PreTrainedModel):
         """The backbone loaded from ``path`` in float32, and the names (``backbone.``-prefixed, as in the
         wrapper) of its parameters the checkpoint did not have, which the loader initialised afresh."""
         try:
-            backbone, info = cls._backbone_auto_class.from_pretrained(
+            backbone, info = load_weights(
+                cls._backbone_auto_class,
                 path,
                 config=config.backbone_config,
-                local_files_only=True,
                 dtype=torch.float32,
                 output_loading_info=True,
             )
+        except CheckpointError:
+            raise
         except ValueError as err:
             raise cls._unsupported_backbone(config) from err
         by_name = dict(backbone.named_parameters(remove_duplicate=False))
@@ -215,7 +218,7 @@ class BackboneWrapperModel(PreTrainedModel):
         come from the checkpoint (the backbone's missing ones first, then the wrapper's own new modules)."""
         path, tokenizer = cls._local_checkpoint(path, tokenizer)
         cls._check_tokenizer(tokenizer)
-        backbone_config = AutoConfig.from_pretrained(path, local_files_only=True)
+        backbone_config = load_config(path)
         if isinstance(backbone_config, BackboneWrapperConfig):
             raise CheckpointError(
                 f"backbone path={str(path)!r} is already a trained {backbone_config.model_type!r} model; "

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..checkpoint import list_checkpoints, save_model_dir, save_training_checkpoint
 from ..config import Config, save_config
@@ -35,6 +35,7 @@ from ..diffusion.objectives import Objective
 from ..errors import ConfigError, DataError
 from ..methods import build_model, check_config, get_method, needs_token_counts, objective_from_config
 from ..models import parameter_groups
+from ..models.loading import load_tokenizer, load_weights
 from ..utils.io import atomic_directory, load_state
 from ..utils.runtime import default_device, keep_freed_memory
 from .bound import BoundResult, nll_bound
@@ -193,8 +194,7 @@ class Trainer:
             return build_model(self.cfg)
         directory = self.resume_from / "model"
         model_class = get_method(self.cfg.diffusion.objective).model
-        model = model_class.from_pretrained(directory, dtype=torch.float32)
-        return model, AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        return load_weights(model_class, directory, dtype=torch.float32), load_tokenizer(directory)
 
     def _data(self) -> tuple[ResumableDataLoader, list[dict[str, torch.Tensor]] | None]:
         """The shuffled, resumable training loader and the validation batches (file order) if any."""

@@ -1,0 +1,69 @@
+"""The one way the package reads a model directory: local files, safetensors weights, and never its code.
+
+A Hugging Face directory can ask the loader to import Python files that ship beside it (an ``auto_map`` in
+``config.json`` or ``tokenizer_config.json``), and weights can come as pickle files (``pytorch_model.bin``),
+which run code when unpickled. Every model, config and tokenizer the package loads goes through the functions
+here: they refuse such a directory with a one-line :class:`~diffusionbert.errors.CheckpointError` before any
+loader sees it (no prompt, nothing imported), pass ``trust_remote_code=False`` and ask for safetensors only.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, TypeVar
+
+from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from ..errors import CheckpointError
+
+_CODE_FILES = ("config.json", "tokenizer_config.json")
+_PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
+_Model = TypeVar("_Model", bound=PreTrainedModel)
+
+
+def check_no_code(directory: str | Path) -> Path:
+    """``directory`` as a Path, refused when one of its files asks to run Python code that ships with it."""
+    directory = Path(directory)
+    for name in _CODE_FILES:
+        path = directory / name
+        if not path.is_file():
+            continue
+        try:
+            content = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+            raise CheckpointError(f"{path} is corrupt: {exc}") from None
+        if isinstance(content, dict) and content.get("auto_map"):
+            raise CheckpointError(
+                f"{path} asks to run Python code from the model directory (auto_map); diffusionbert never "
+                "runs code from a model directory: use a directory without auto_map"
+            )
+    return directory
+
+
+def load_tokenizer(directory: str | Path) -> PreTrainedTokenizerBase:
+    """The tokenizer saved in a local ``directory``."""
+    directory = check_no_code(directory)
+    return AutoTokenizer.from_pretrained(directory, local_files_only=True, trust_remote_code=False)
+
+
+def load_config(directory: str | Path) -> PretrainedConfig:
+    """The model config saved in a local ``directory``."""
+    directory = check_no_code(directory)
+    return AutoConfig.from_pretrained(directory, local_files_only=True, trust_remote_code=False)
+
+
+def load_weights(loader: type[_Model] | Any, directory: str | Path, **kwargs: Any) -> _Model:
+    """``loader.from_pretrained(directory)`` (a model class or an Auto class) from safetensors weights only.
+
+    A directory with pickle weights and no ``model.safetensors`` is refused: those are never unpickled.
+    """
+    directory = check_no_code(directory)
+    if not any(directory.glob("*.safetensors")) and any((directory / n).exists() for n in _PICKLE_WEIGHTS):
+        raise CheckpointError(
+            f"model directory {directory} has only pickle weights ({', '.join(_PICKLE_WEIGHTS[:1])}); "
+            "allowed: safetensors weights (model.safetensors), which load without running code"
+        )
+    return loader.from_pretrained(
+        directory, local_files_only=True, trust_remote_code=False, use_safetensors=True, **kwargs
+    )
