@@ -111,8 +111,8 @@ def load_model_dir(directory: str | Path, device: torch.device | str | None = No
     for sub in ("final", "model"):
         if not (directory / DIFFUSION_FILE).exists() and (directory / sub / DIFFUSION_FILE).exists():
             directory = directory / sub
-    check_no_code(directory)
     meta = read_json(directory / DIFFUSION_FILE)
+    check_no_code(directory)
     try:
         cfg = config_from_dict({"model": meta["model"], "diffusion": meta["diffusion"]})
     except (KeyError, TypeError) as exc:
