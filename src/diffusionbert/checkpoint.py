@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 from .config import DiffusionConfig, ModelConfig, config_from_dict
 from .errors import CheckpointError
 from .methods import Method, get_method
-from .models.loading import check_no_code, load_tokenizer, load_weights
+from .models.loading import load_tokenizer, load_weights
 from .utils.io import atomic_directory, read_json, read_tensors, save_state, write_json
 
 DIFFUSION_FILE = "diffusion.json"
@@ -112,7 +112,6 @@ def load_model_dir(directory: str | Path, device: torch.device | str | None = No
         if not (directory / DIFFUSION_FILE).exists() and (directory / sub / DIFFUSION_FILE).exists():
             directory = directory / sub
     meta = read_json(directory / DIFFUSION_FILE)
-    check_no_code(directory)
     try:
         cfg = config_from_dict({"model": meta["model"], "diffusion": meta["diffusion"]})
     except (KeyError, TypeError) as exc:
