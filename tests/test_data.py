@@ -184,8 +184,21 @@ def test_sentence_layout_special_tokens_truncation_and_words(tokenizer):
     long_ids = rows[1]["input_ids"]
     assert len(long_ids) == 6 and long_ids[0] == CLS and long_ids[-1] == SEP
     assert long_ids == tokenizer(texts[1], truncation=True, max_length=6)["input_ids"]
-    assert list(rows["n_words"]) == [2, 10, 2]
+    assert list(rows["n_words"]) == [2, 4, 2]  # the truncated text: only the 4 words its tokens cover
     assert list(rows["noise_start"]) == [1, 1, 1]
+
+
+def test_a_truncated_text_counts_only_the_words_its_kept_tokens_cover(tokenizer):
+    """Per-word perplexity divides the scored NLL by scored words: a word cut in the middle counts, the
+    words after the cut do not (also for the target of a pair)."""
+    text = "unbelievably long words"
+    assert tokenizer.tokenize(text)[:5] == ["un", "##bel", "##ie", "##va", "##bly"]
+    for kept, words in ((2, 1), (5, 1), (6, 2), (7, 3)):
+        rows = D.tokenize_dataset(texts_dataset([text]), tokenizer, "sentence", max_length=kept + 2).dataset
+        assert rows[0]["n_words"] == words, kept
+    pairs = datasets.Dataset.from_dict({"source": ["a"], "target": [text]})
+    rows = D.tokenize_dataset(pairs, tokenizer, "sentence", max_length=3 + 3).dataset
+    assert rows[0]["n_words"] == 1  # 3 target tokens kept, all inside "unbelievably"
 
 
 def test_collate_dynamic_padding_and_noise_mask(tokenizer):

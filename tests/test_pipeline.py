@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from diffusionbert.checkpoint import save_model_dir
-from diffusionbert.config import DiffusionConfig, ModelConfig
+from diffusionbert.config import Config, DiffusionConfig, ModelConfig
 from diffusionbert.diffusion.schedules import LinearSchedule
 from diffusionbert.errors import CheckpointError, ConfigError
 from diffusionbert.methods import build_objective
@@ -172,9 +172,8 @@ def test_from_pretrained_loads_a_spindle_checkpoint(tmp_path: Path, tokenizer):
     model = tiny_model("prefix_token", tokenizer=tokenizer)
     counts = torch.arange(len(tokenizer)) + 1
     diffusion = DiffusionConfig(schedule="spindle", num_steps=32)
-    save_model_dir(
-        tmp_path, model, tokenizer, ModelConfig(time_conditioning="prefix_token"), diffusion, counts
-    )
+    cfg = Config(model=ModelConfig(time_conditioning="prefix_token"), diffusion=diffusion)
+    save_model_dir(tmp_path, model, tokenizer, cfg, counts)
     pipe = DiffusionPipeline.from_pretrained(tmp_path)
     assert pipe.objective.num_steps == 32
     out = pipe(num_samples=3, length=16, steps=4)  # a time-conditioned model is called at every step

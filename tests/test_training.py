@@ -139,6 +139,19 @@ def test_resume_after_sigkill_equals_uninterrupted_run_bit_for_bit(tiny_config, 
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def _torchrun(*args: str) -> subprocess.CompletedProcess:
+    """``diffusionbert`` under torchrun with two CPU processes (a free port for the rendezvous)."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    rendezvous = ["--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(port)]
+    command = [str(torchrun), *rendezvous, "-m", "diffusionbert.cli", *args, "--no-progress"]
+    proc = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
 def test_two_processes_train_like_one(tiny_config):
     path, _ = tiny_config(
         training={"max_steps": 6, "save_every": 0, "eval_every": 0}, diffusion={"schedule": "linear"}
@@ -150,35 +163,7 @@ def test_two_processes_train_like_one(tiny_config):
         env=ENV,
         capture_output=True,
     )
-    torchrun = Path(sys.executable).with_name("torchrun")
-    with socket.socket() as sock:  # a free port for the rendezvous
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    command = [
-        str(torchrun),
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(port),
-        "-m",
-        "diffusionbert.cli",
-        "train",
-        "--config",
-        str(path),
-        "--output-dir",
-        str(base / "two"),
-        "--no-progress",
-    ]
-    proc = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    final = base / "two" / "final" / "model.safetensors"
-    assert final.exists(), (
-        sorted(p.name for p in (base / "two").iterdir()),
-        proc.stdout[-2000:],
-        proc.stderr[-3000:],
-    )
+    _torchrun("train", "--config", str(path), "--output-dir", str(base / "two"))
     records = [json.loads(line) for line in (base / "two" / "log.jsonl").read_text().splitlines()]
     assert {r["processes"] for r in records if "processes" in r} == {2}  # really two ranks, not two copies
     one, two = _losses(base / "one"), _losses(base / "two")
@@ -188,6 +173,29 @@ def test_two_processes_train_like_one(tiny_config):
     a = load_file(str(base / "one" / "final" / "model.safetensors"))
     b = load_file(str(base / "two" / "final" / "model.safetensors"))
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-4
+
+
+def test_two_processes_with_dropout_resume_bit_for_bit(tiny_config, tiny_backbone_with_dropout):
+    """Each process has its own dropout stream; a checkpoint keeps both, so a resumed 2-process run with
+    dropout on repeats the uninterrupted one exactly (a constant LR, so stopping at step 3 and resuming to 6
+    with a larger max_steps changes nothing else)."""
+    path, _ = tiny_config(
+        model={"backbone": str(tiny_backbone_with_dropout)},
+        training={"max_steps": 6, "save_every": 0, "eval_every": 0, "lr_decay": "constant"},
+    )
+    base = path.parent
+    _torchrun("train", "--config", str(path), "--output-dir", str(base / "whole"))
+    _torchrun("train", "--config", str(path), "--output-dir", str(base / "parts"), "--max-steps", "3")
+    resumed = _torchrun("train", "--config", str(path), "--output-dir", str(base / "parts"), "--resume")
+    assert "training.max_steps 3 -> 6" in resumed.stdout
+    whole, parts = _losses(base / "whole"), _losses(base / "parts")
+    assert sorted(parts) == list(range(1, 7)) and parts == whole  # exact float equality, every step
+    rng = load_file(str(base / "parts" / "checkpoints" / "step-0000006" / "rng.safetensors"))
+    streams = rng["rng.torch"]
+    assert streams.shape[0] == 2 and not torch.equal(streams[0], streams[1])  # one stream per process
+    a = load_file(str(base / "whole" / "final" / "model.safetensors"))
+    b = load_file(str(base / "parts" / "final" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_full_disk_while_checkpointing_leaves_no_partial_checkpoint(tiny_config, monkeypatch):

@@ -1,15 +1,18 @@
 """Checkpoints as safetensors + JSON, written atomically, loaded without unpickling.
 
 A model directory (``final/`` or ``checkpoints/step-N/model``) is a Hugging Face directory (config.json,
-model.safetensors, tokenizer files) plus ``diffusion.json`` (the objective and schedule settings) and, for
-the spindle schedule, ``token_counts.safetensors``: everything the sampler and evaluator need.
-A training checkpoint adds optimizer, LR scheduler, EMA, RNG and data-position state for exact resume.
+model.safetensors, tokenizer files) plus ``diffusion.json`` (the model and objective settings, and what data
+the model was trained on: plain texts or source/target pairs) and, for the spindle schedule,
+``token_counts.safetensors``: everything the sampler and evaluator need.
+A training checkpoint adds optimizer, LR scheduler, EMA, RNG and data-position state for exact resume, and
+the run's whole config (``run_config.json``), which a resumed run is checked against.
 Every directory is written under a temporary name and renamed into place, so a crash or a full disk never
 leaves a half-written checkpoint, and earlier ones are untouched.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from collections.abc import Callable
@@ -18,33 +21,45 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .config import DiffusionConfig, ModelConfig, config_from_dict
-from .errors import CheckpointError
+from .config import Config, DiffusionConfig, ModelConfig, config_from_dict
+from .errors import CheckpointError, first_line
 from .methods import Method, get_method
 from .models.loading import load_tokenizer, load_weights
-from .utils.io import atomic_directory, read_json, read_tensors, save_state, write_json
+from .utils.io import (
+    atomic_directory,
+    read_json,
+    read_tensors,
+    remove_temporaries,
+    save_state,
+    write_json,
+)
 
 DIFFUSION_FILE = "diffusion.json"
 COUNTS_FILE = "token_counts.safetensors"
-STATE_FILE = "trainer_state.json"
+RUN_CONFIG_FILE = "run_config.json"
+TRAINING_STATES = ("trainer", "optimizer", "scheduler", "rng")
+"""The states every training checkpoint holds (``name.safetensors`` + ``name.json``; ``ema`` when EMA is on)."""
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
 def save_model_dir(
-    directory: Path,
-    model: Any,
-    tokenizer: Any,
-    model_cfg: ModelConfig,
-    diffusion_cfg: DiffusionConfig,
-    token_counts: torch.Tensor | None,
+    directory: Path, model: Any, tokenizer: Any, cfg: Config, token_counts: torch.Tensor | None
 ) -> None:
-    """Fill ``directory`` (already created) with a self-contained model directory."""
+    """Fill ``directory`` (already created) with a self-contained model directory of a run of ``cfg``."""
     model.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
-    write_json(directory / DIFFUSION_FILE, {"model": asdict(model_cfg), "diffusion": asdict(diffusion_cfg)})
+    data = {
+        "pairs": cfg.data.source_field is not None,
+        "layout": cfg.data.layout,
+        "max_length": cfg.data.max_length,
+    }
+    write_json(
+        directory / DIFFUSION_FILE,
+        {"model": asdict(cfg.model), "diffusion": asdict(cfg.diffusion), "data": data},
+    )
     if token_counts is not None:
         save_file({"counts": token_counts.contiguous()}, str(directory / COUNTS_FILE))
 
@@ -61,8 +76,7 @@ def prune_checkpoints(checkpoints_dir: Path, keep_last: int) -> None:
     """Delete all but the newest ``keep_last`` step checkpoints, and stale temporaries of crashed writes."""
     for _, path in list_checkpoints(checkpoints_dir)[:-keep_last]:
         shutil.rmtree(path, ignore_errors=True)
-    for path in checkpoints_dir.glob(".step-*"):
-        shutil.rmtree(path, ignore_errors=True)
+    remove_temporaries(checkpoints_dir)
 
 
 def save_training_checkpoint(
@@ -70,17 +84,43 @@ def save_training_checkpoint(
     step: int,
     write_model: Callable[[Path], None],
     states: dict[str, Any],
+    cfg: Config,
     keep_last: int,
 ) -> Path:
-    """Write ``step-N`` with the model directory and named states, atomically, then prune old ones."""
+    """Write ``step-N`` with the model directory, named states and run config, atomically; prune old ones."""
     target = checkpoints_dir / f"step-{step:07d}"
     with atomic_directory(target) as tmp:
         (tmp / "model").mkdir()
         write_model(tmp / "model")
         for name, state in states.items():
             save_state(tmp, name, state)
+        write_json(tmp / RUN_CONFIG_FILE, cfg.to_dict())
     prune_checkpoints(checkpoints_dir, keep_last)
     return target
+
+
+def checkpoint_problem(directory: Path) -> str | None:
+    """Why the training checkpoint ``directory`` cannot be resumed from, or None when it can.
+
+    Checks that every file a resume reads is there, every JSON file parses and every safetensors file has a
+    whole header and as many bytes as the header announces (what a killed write or a truncated copy breaks).
+    """
+    required = [f"{name}.{ext}" for name in TRAINING_STATES for ext in ("json", "safetensors")]
+    required += [f"model/{name}" for name in ("config.json", DIFFUSION_FILE, "model.safetensors")]
+    missing = [name for name in required if not (directory / name).is_file()]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    for path in sorted(directory.rglob("*")):
+        name = path.relative_to(directory)
+        try:
+            if path.suffix == ".json":
+                json.loads(path.read_text(encoding="utf-8"))
+            elif path.suffix == ".safetensors":
+                with safe_open(str(path), framework="pt"):
+                    pass
+        except (OSError, ValueError, SafetensorError) as exc:
+            return f"{name} is corrupt ({first_line(exc)})"
+    return None
 
 
 @dataclass(frozen=True)
@@ -93,6 +133,8 @@ class LoadedModel:
     model_cfg: ModelConfig
     diffusion_cfg: DiffusionConfig
     token_counts: torch.Tensor | None
+    trained_on_pairs: bool | None = None
+    """True: trained on source/target pairs; False: on plain texts; None: not recorded (older directories)."""
 
     @property
     def method(self) -> Method:
@@ -106,11 +148,21 @@ def load_model_dir(directory: str | Path, device: torch.device | str | None = No
     A training run's directory (with ``final/``) or a step checkpoint (with ``model/``) is accepted too.
     """
     directory = Path(directory)
+    if directory.is_file():
+        raise CheckpointError(
+            f"checkpoint {directory} is a file; allowed: a model directory (a run's final/ or a checkpoint)"
+        )
     if not directory.is_dir():
         raise CheckpointError(f"checkpoint directory not found: {directory}")
     for sub in ("final", "model"):
         if not (directory / DIFFUSION_FILE).exists() and (directory / sub / DIFFUSION_FILE).exists():
             directory = directory / sub
+    if not (directory / DIFFUSION_FILE).exists() and (directory / "config.json").is_file():
+        raise CheckpointError(
+            f"{directory} is a plain Hugging Face model directory (no {DIFFUSION_FILE}), not a trained "
+            f"diffusionbert model; allowed: a run's final/ or a checkpoint (to train one from it: "
+            f"model.backbone={directory})"
+        )
     meta = read_json(directory / DIFFUSION_FILE)
     try:
         cfg = config_from_dict({"model": meta["model"], "diffusion": meta["diffusion"]})
@@ -121,19 +173,13 @@ def load_model_dir(directory: str | Path, device: torch.device | str | None = No
     counts = read_tensors(directory / COUNTS_FILE)["counts"] if (directory / COUNTS_FILE).exists() else None
     model_class = get_method(cfg.diffusion.objective).model
     _check_model_type(directory, cfg.diffusion.objective, model_class.config_class.model_type)
-    try:
-        model = load_weights(model_class, directory, dtype=torch.float32)
-        tokenizer = load_tokenizer(directory)
-    except CheckpointError:
-        raise
-    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
-        raise CheckpointError(
-            f"checkpoint {directory} could not be loaded: {str(exc).splitlines()[0]}"
-        ) from None
+    model = load_weights(model_class, directory, dtype=torch.float32)
+    tokenizer = load_tokenizer(directory)
     if device is not None:
         model.to(device)
     model.eval()
-    return LoadedModel(directory, model, tokenizer, cfg.model, cfg.diffusion, counts)
+    pairs = meta.get("data", {}).get("pairs") if isinstance(meta.get("data"), dict) else None
+    return LoadedModel(directory, model, tokenizer, cfg.model, cfg.diffusion, counts, pairs)
 
 
 def _check_model_type(directory: Path, objective: str, expected: str) -> None:

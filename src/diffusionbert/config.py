@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -95,6 +96,8 @@ class TrainingConfig:
     save_every: int = 200
     keep_last: int = 2
     log_every: int = 10
+    # a batch whose loss or gradient is not finite is skipped; this many in a row stop the run (diverged)
+    max_nonfinite_in_row: int = 5
 
 
 @dataclass(frozen=True)
@@ -142,8 +145,21 @@ def _check_positive(field_name: str, value: float, allow_zero: bool = False) -> 
         )
 
 
+def _check_finite(cfg: Config) -> None:
+    """Reject NaN and infinite floats anywhere (``nan < 0`` is False, so range checks alone let them in)."""
+    for section in dataclasses.fields(cfg):
+        values = getattr(cfg, section.name)
+        for f in dataclasses.fields(values):
+            value = getattr(values, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(
+                    f"{section.name}.{f.name}={value!r} is not valid; it must be a finite number"
+                )
+
+
 def _validate(cfg: Config) -> None:
     """Reject bad values and contradictory options, each with a one-line message."""
+    _check_finite(cfg)
     m, d, data, t = cfg.model, cfg.diffusion, cfg.data, cfg.training
     _check_choice("model.init", m.init, INITS)
     _check_choice("data.layout", data.layout, LAYOUTS)
@@ -159,6 +175,7 @@ def _validate(cfg: Config) -> None:
         ("training.head_lr", t.head_lr),
         ("training.keep_last", t.keep_last),
         ("training.log_every", t.log_every),
+        ("training.max_nonfinite_in_row", t.max_nonfinite_in_row),
         ("sampling.num_samples", cfg.sampling.num_samples),
         ("sampling.length", cfg.sampling.length),
         ("sampling.steps", cfg.sampling.steps),

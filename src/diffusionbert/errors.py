@@ -26,6 +26,14 @@ class CheckpointError(DiffusionBertError, ValueError):
     """A checkpoint directory is missing, corrupt, of the wrong kind, or could not be written."""
 
 
+class OutputError(DiffusionBertError, OSError):
+    """An output file or directory cannot be written (a directory in its place, a read-only or full disk)."""
+
+
+class TrainingError(DiffusionBertError, RuntimeError):
+    """Training cannot go on: its losses or gradients stayed non-finite (the run diverged)."""
+
+
 def invalid_choice(field: str, value: object, allowed: Iterable[str]) -> ConfigError:
     """A ConfigError for ``field=value`` that lists what is allowed and suggests the nearest name."""
     allowed = sorted(allowed)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,10 +74,8 @@ def run_demo(
                 f"{name} {path} not found: the demo needs the shared data directory (../shared/data)"
             )
     out = Path(cfg.training.output_dir)
-    if fresh and out.exists():
-        shutil.rmtree(out)
     started = time.perf_counter()
-    if not train_or_reuse(cfg, progress=progress, device=device):
+    if not train_or_reuse(cfg, progress=progress, device=device, overwrite=fresh):
         print("(pass --fresh to train again)")
     train_seconds = time.perf_counter() - started
 

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .common import model_options
+from .common import model_options, positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -18,13 +18,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="model directory (a run's final/ or a checkpoint)")
     p.add_argument("--data", required=True, help=".txt (one sentence per line), .jsonl or .csv")
     p.add_argument("--field", help="column / key holding the text (.csv / .jsonl)")
-    p.add_argument("--max-examples", type=int, help="evaluate only the first N examples")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--repeats", type=int, default=1, help="Monte-Carlo draws of t per sentence")
+    p.add_argument("--max-examples", type=positive_int, help="evaluate only the first N examples")
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--repeats", type=positive_int, default=1, help="Monte-Carlo draws of t per sentence")
     p.add_argument(
         "--metrics", default="bound", help="comma list of: bound, bleu, self-bleu, dist, entropy, gen-ppl"
     )
-    p.add_argument("--num-samples", type=int, default=1000, help="samples generated for the sample metrics")
+    p.add_argument(
+        "--num-samples", type=positive_int, default=1000, help="samples generated for the sample metrics"
+    )
     p.add_argument(
         "--sampler",
         help="the model's own by default: ancestral for diffusion models, autoregressive for AR ones",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import typing
 from collections.abc import Callable, Sequence
 
 from .. import __version__
@@ -30,8 +31,15 @@ def _quiet_libraries() -> None:
     transformers.logging.disable_progress_bar()
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (with where to find help) and exit code 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="diffusionbert", description="Train, sample from and evaluate diffusion language models."
     )
     parser.add_argument("--version", action="version", version=f"diffusionbert {__version__}")

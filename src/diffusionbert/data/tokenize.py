@@ -61,9 +61,10 @@ def tokenize_dataset(
       than ``max_length`` tokens) is dropped. The concatenation is built in memory (one int32 per token).
       ``n_words`` is not meaningful for a chunk and is -1. Pair datasets are rejected.
 
-    ``n_words`` always counts the whole original text (the target for pairs), also for a truncated example,
-    whose per-word perplexity is then slightly optimistic; :attr:`TokenizedDataset.num_truncated` says how
-    many examples that affects.
+    ``n_words`` counts the whitespace words of the text (the target for pairs) that the kept tokens cover: for
+    a truncated example only the words up to the cut (a word cut in the middle counts), so a per-word
+    perplexity divides the scored NLL by the scored words only; :attr:`TokenizedDataset.num_truncated` says
+    how many examples were cut.
 
     The number of truncated examples is returned in :attr:`TokenizedDataset.num_truncated` and logged as a
     warning when non-zero.
@@ -146,7 +147,10 @@ def _encode_sentences(
     return {
         "input_ids": [[cls_id, *t[:budget], sep_id] for t in ids],
         "noise_start": [1] * len(texts),
-        "n_words": [len(t.split()) for t in texts],
+        "n_words": [
+            _scored_words(tokenizer, text, budget if budget is not None and len(t) > budget else None)
+            for text, t in zip(texts, ids, strict=True)
+        ],
         "truncated": [budget is not None and len(t) > budget for t in ids],
     }
 
@@ -165,12 +169,13 @@ def _encode_pairs(
     out: dict[str, list[Any]] = {"input_ids": [], "noise_start": [], "n_words": [], "truncated": []}
     for src, tgt, text in zip(sources, targets, batch["target"], strict=True):
         truncated = budget is not None and len(src) + len(tgt) > budget
+        target_cut = budget is not None and len(tgt) > budget
         if budget is not None:
             tgt = tgt[:budget]
             src = src[: budget - len(tgt)]
         out["input_ids"].append([cls_id, *src, sep_id, *tgt, sep_id])
         out["noise_start"].append(len(src) + 2)
-        out["n_words"].append(len(text.split()))
+        out["n_words"].append(_scored_words(tokenizer, text, budget if target_cut else None))
         out["truncated"].append(truncated)
     return out
 
@@ -182,6 +187,18 @@ def _encode_plain(
     if budget is None:
         return tokenizer(texts, add_special_tokens=False)["input_ids"]
     return tokenizer(texts, add_special_tokens=False, truncation=True, max_length=budget + 1)["input_ids"]
+
+
+def _scored_words(tokenizer: PreTrainedTokenizerBase, text: str, kept: int | None) -> int:
+    """Whitespace words of ``text`` covered by its first ``kept`` tokens (None: all of them are kept)."""
+    if kept is None:
+        return len(text.split())
+    if not tokenizer.is_fast:  # no offsets: count the words of the kept tokens decoded
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        return len(tokenizer.decode(ids[:kept]).split())
+    offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    end = offsets[kept - 1][1] if kept else 0
+    return len(text[:end].split())
 
 
 def _pack(encoded: datasets.Dataset, max_length: int) -> datasets.Dataset:

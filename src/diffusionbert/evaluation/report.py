@@ -7,6 +7,7 @@ model's method samples with.
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -162,7 +163,7 @@ def evaluate_file(
     right, for AR ones); ``temperature``, ``top_k`` and ``top_p`` reshape every draw (the paper samples with
     top-k 30). ``device`` defaults to CUDA when present.
     """
-    _check_request(metrics, batch_size, repeats, judge)
+    _check_request(metrics, batch_size, repeats, judge, max_examples)
     device = default_device(device)
     loaded = load_model_dir(checkpoint, device=device)
     sampling = bool(SAMPLE_METRICS & set(metrics))
@@ -187,6 +188,11 @@ def evaluate_file(
             seed=seed,
             repeats=repeats,
         )
+        if not math.isfinite(bound.nats_per_token):
+            raise CheckpointError(
+                f"the NLL bound of {checkpoint} on {data} is not finite ({bound.nats_per_token}): the model "
+                "gives some token zero probability or its weights are not finite (a diverged run?)"
+            )
     samples = None
     if pipe is not None:
         references = [str(t) for t in texts["text" if "text" in texts.column_names else "target"]]
@@ -235,13 +241,20 @@ def _judges() -> str:
     return ", ".join(repr(m.name) for m in METHODS.values() if m.exact_likelihood)
 
 
-def _check_request(metrics: tuple[str, ...], batch_size: int, repeats: int, judge: str | Path | None) -> None:
+def _check_request(
+    metrics: tuple[str, ...],
+    batch_size: int,
+    repeats: int,
+    judge: str | Path | None,
+    max_examples: int | None,
+) -> None:
     """Reject unknown metrics, bad counts and a missing judge before anything is loaded."""
     unknown = sorted(set(metrics) - set(METRICS))
     if unknown or not metrics:
         raise ConfigError(f"metrics={','.join(metrics)!r} is not valid; allowed: {', '.join(METRICS)}")
-    if batch_size < 1 or repeats < 1:
-        raise ConfigError(f"batch_size={batch_size} and repeats={repeats} must both be >= 1")
+    for name, value in (("batch_size", batch_size), ("repeats", repeats), ("max_examples", max_examples)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{name}={value} is not valid; allowed: an integer >= 1")
     if "gen-ppl" in metrics and judge is None:
         raise ConfigError(f"metric 'gen-ppl' needs --judge: a checkpoint of objective {_judges()}")
 

@@ -9,16 +9,27 @@ loader sees it (no prompt, nothing imported), pass ``trust_remote_code=False`` a
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, first_line
 
 _CODE_FILES = ("config.json", "tokenizer_config.json")
 _PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
+"""A directory holds a tokenizer when it has one of these (fast, WordPiece, BPE or SentencePiece vocabularies)."""
 _Model = TypeVar("_Model", bound=PreTrainedModel)
 
 
@@ -42,15 +53,23 @@ def check_no_code(directory: str | Path) -> Path:
 
 
 def load_tokenizer(directory: str | Path) -> PreTrainedTokenizerBase:
-    """The tokenizer saved in a local ``directory``."""
+    """The tokenizer saved in a local ``directory``; a directory without tokenizer files is an error (the
+    Hugging Face loader would otherwise build a tiny default vocabulary from the config alone)."""
     directory = check_no_code(directory)
-    return AutoTokenizer.from_pretrained(directory, local_files_only=True, trust_remote_code=False)
+    if not any((directory / name).is_file() for name in _TOKENIZER_FILES):
+        raise CheckpointError(
+            f"model directory {directory} has no tokenizer (none of {', '.join(_TOKENIZER_FILES[:2])}, ...); "
+            "allowed: a directory saved together with its tokenizer"
+        )
+    with _one_line(directory):
+        return AutoTokenizer.from_pretrained(directory, local_files_only=True, trust_remote_code=False)
 
 
 def load_config(directory: str | Path) -> PretrainedConfig:
     """The model config saved in a local ``directory``."""
     directory = check_no_code(directory)
-    return AutoConfig.from_pretrained(directory, local_files_only=True, trust_remote_code=False)
+    with _one_line(directory):
+        return AutoConfig.from_pretrained(directory, local_files_only=True, trust_remote_code=False)
 
 
 def load_weights(loader: type[_Model] | Any, directory: str | Path, **kwargs: Any) -> _Model:
@@ -64,6 +83,18 @@ def load_weights(loader: type[_Model] | Any, directory: str | Path, **kwargs: An
             f"model directory {directory} has only pickle weights ({', '.join(_PICKLE_WEIGHTS[:1])}); "
             "allowed: safetensors weights (model.safetensors), which load without running code"
         )
-    return loader.from_pretrained(
-        directory, local_files_only=True, trust_remote_code=False, use_safetensors=True, **kwargs
-    )
+    with _one_line(directory):
+        return loader.from_pretrained(
+            directory, local_files_only=True, trust_remote_code=False, use_safetensors=True, **kwargs
+        )
+
+
+@contextlib.contextmanager
+def _one_line(directory: Path) -> Iterator[None]:
+    """Turn what a loader raises on a missing, truncated or corrupt file into a one-line CheckpointError."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except Exception as exc:  # tokenizers and safetensors raise their own types, or a bare Exception
+        raise CheckpointError(f"model directory {directory} could not be loaded: {first_line(exc)}") from None

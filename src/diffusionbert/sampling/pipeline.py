@@ -97,8 +97,12 @@ class DiffusionPipeline(_Pipeline):
         objective: Objective,
         device: torch.device | str | None = None,
         use_cache: bool = True,
+        trained_on_pairs: bool | None = None,
     ) -> None:
-        """``use_cache=False`` turns off logits reuse for time-agnostic models (a reference for benchmarks)."""
+        """``use_cache=False`` turns off logits reuse for time-agnostic models (a reference for benchmarks).
+
+        ``trained_on_pairs`` (from the model directory) makes a ``source`` for a model trained on plain
+        texts an error; None (not recorded) allows it."""
         if objective.mask_id != tokenizer.mask_token_id:
             raise ConfigError(
                 f"objective mask_id={objective.mask_id} differs from the tokenizer's mask_token_id="
@@ -113,6 +117,7 @@ class DiffusionPipeline(_Pipeline):
         self.tokenizer = tokenizer
         self.objective = objective
         self.use_cache = use_cache
+        self.trained_on_pairs = trained_on_pairs
 
     @classmethod
     def _from_loaded(cls, loaded: LoadedModel, device: torch.device | str | None) -> DiffusionPipeline:
@@ -120,7 +125,9 @@ class DiffusionPipeline(_Pipeline):
         objective = objective_from_config(
             loaded.diffusion_cfg, loaded.tokenizer.mask_token_id, loaded.token_counts
         )
-        return cls(loaded.model, loaded.tokenizer, objective, device)
+        return cls(
+            loaded.model, loaded.tokenizer, objective, device, trained_on_pairs=loaded.trained_on_pairs
+        )
 
     @property
     def time_conditioning(self) -> str:
@@ -225,6 +232,11 @@ class DiffusionPipeline(_Pipeline):
         given = [name for name, text in (("prompt", prompt), ("infill", infill), ("source", source)) if text]
         if len(given) > 1:
             raise ConfigError(f"{' and '.join(given)} were both given; allowed: at most one of them")
+        if source and self.trained_on_pairs is False:
+            raise ConfigError(
+                "source= conditions on a seq2seq source, but this model was trained on plain texts (no "
+                "data.source_field); allowed: a model trained on source/target pairs, or prompt=/infill="
+            )
         tok = self.tokenizer
         mask, cls_id = tok.mask_token_id, tok.cls_token_id
         if infill:

@@ -3,7 +3,10 @@
 Built on accelerate, so the same loop runs on a CPU, one GPU, or many (``torchrun`` / ``accelerate launch``).
 Every process reads the same global batch and draws the same corruption from one seeded generator, then
 trains on its own slice of rows; the loss is normalised by the global token count, so N processes follow
-the same trajectory as one (up to float reduction order and dropout noise).
+the same trajectory as one (up to float reduction order and dropout noise). Each process keeps its own
+dropout stream, and a checkpoint stores every process's, so a resumed run repeats the uninterrupted one bit
+for bit. A step whose loss or gradient is not finite is skipped (counted and logged); too many in a row stop
+the run with :class:`~diffusionbert.errors.TrainingError`, before anything diverged is saved.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..checkpoint import list_checkpoints, save_model_dir, save_training_checkpoint
@@ -32,14 +36,15 @@ from ..data import (
     tokenize_dataset,
 )
 from ..diffusion.objectives import Objective
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, DiffusionBertError, TrainingError
 from ..methods import build_model, check_config, get_method, needs_token_counts, objective_from_config
 from ..models import parameter_groups
 from ..models.loading import load_tokenizer, load_weights
-from ..utils.io import atomic_directory, load_state
+from ..utils.io import atomic_directory, atomic_file, load_state
 from ..utils.runtime import default_device, keep_freed_memory
 from .bound import BoundResult, nll_bound
 from .logger import RunLogger, training_progress
+from .run_dir import RunLock, prepare_run_dir, resume_point
 from .step import denoiser_terms
 
 
@@ -51,6 +56,19 @@ class TrainerState:
     epoch: int = 0
     batch_in_epoch: int = 0
     tokens_seen: int = 0
+    skipped_steps: int = 0  # batches whose loss or gradient was not finite (no optimizer step taken)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one call of :meth:`Trainer.train_step` did: per-token loss and NLL, token counts, and whether
+    the optimizer step was taken (False: the loss or the gradient was not finite, the batch was skipped)."""
+
+    loss: float
+    nll: float
+    scored_tokens: int
+    real_tokens: int
+    applied: bool
 
 
 @dataclass(frozen=True)
@@ -133,10 +151,14 @@ class Trainer:
         resume: bool = False,
         progress: bool = True,
         device: str | torch.device | None = None,
+        overwrite: bool = False,
     ) -> None:
         """Check ``cfg`` for its method, then build, in this order (it fixes what the seeded RNG draws): the
-        accelerator on ``device`` (default: CUDA when present), the model, the data, the objective, the
-        optimizer, and restore the newest checkpoint when ``resume``."""
+        accelerator on ``device`` (default: CUDA when present), the run directory's lock, the model, the
+        data, the objective, the optimizer, and restore the newest loadable checkpoint when ``resume``.
+
+        The output directory is locked from here until :meth:`fit` ends (or :meth:`close`). A directory that
+        already holds a run needs ``resume`` (continue it) or ``overwrite`` (delete it first)."""
         self.cfg = cfg = check_config(cfg)
         if not cfg.data.train_file:
             raise ConfigError("data.train_file is not set; allowed: a local .txt, .jsonl or .csv file")
@@ -144,7 +166,16 @@ class Trainer:
         self.out = Path(cfg.training.output_dir)
         self.ckpt_dir = self.out / "checkpoints"
         self.accelerator = self._accelerator(default_device(device))
-        self.resume_from = self._resume_point(resume)
+        self.lock: RunLock | None = None
+        try:
+            self._build(resume, overwrite)
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self, resume: bool, overwrite: bool) -> None:
+        cfg = self.cfg
+        self.resume_from, self.changes = self._claim_output_dir(resume, overwrite)
         torch.manual_seed(cfg.training.seed + self.accelerator.process_index)
         model, self.tokenizer = self._model()
         self.train_loader, self.valid_batches = self._data()
@@ -158,6 +189,17 @@ class Trainer:
         self.state = TrainerState()
         if self.resume_from is not None:
             self._restore(self.resume_from)
+            if self.state.step > cfg.training.max_steps:
+                raise ConfigError(
+                    f"training.max_steps={cfg.training.max_steps} is below the step of the checkpoint to "
+                    f"resume ({self.state.step}, {self.resume_from}); allowed: max_steps >= {self.state.step}"
+                )
+
+    def close(self) -> None:
+        """Release the output directory's lock (:meth:`fit` does it when it ends)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     def _accelerator(self, device: torch.device) -> Accelerator:
         """The accelerator on ``device``'s type, in the run's precision; the global batch must split evenly."""
@@ -178,15 +220,22 @@ class Trainer:
             )
         return accelerator
 
-    def _resume_point(self, resume: bool) -> Path | None:
-        """The newest checkpoint to continue from with ``resume``; without it, checkpoints are an error."""
-        existing = list_checkpoints(self.ckpt_dir)
-        if existing and not resume:
-            raise ConfigError(
-                f"output dir {self.out} already holds checkpoints; pass --resume to continue, "
-                "or choose another --output-dir"
-            )
-        return existing[-1][1] if resume and existing else None
+    def _claim_output_dir(self, resume: bool, overwrite: bool) -> tuple[Path | None, dict[str, Any]]:
+        """Lock the output directory (main process), check it against ``resume``/``overwrite``, and pick the
+        checkpoint to continue from; every process learns the outcome, or raises the same error."""
+        outcome: list[Any] = [None]
+        if self.is_main:
+            try:
+                self.lock = RunLock(self.out)
+                checkpoints = prepare_run_dir(self.out, resume, overwrite)
+                outcome[0] = resume_point(checkpoints, self.cfg) if resume else (None, {})
+            except DiffusionBertError as exc:
+                outcome[0] = exc
+        if self.accelerator.num_processes > 1:
+            broadcast_object_list(outcome)
+        if isinstance(outcome[0], DiffusionBertError):
+            raise outcome[0]
+        return outcome[0]
 
     def _model(self) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         """The network and its tokenizer: from the checkpoint when resuming, else built as the config says."""
@@ -268,32 +317,57 @@ class Trainer:
     # ------------------------------------------------------------------------------------------- the loop
 
     def fit(self) -> TrainResult:
-        """Train to ``max_steps``, evaluating, logging and checkpointing on the way; write ``final/``."""
-        t = self.cfg.training
+        """Train to ``max_steps``, evaluating, logging and checkpointing on the way; write ``final/``.
+
+        The output directory's lock is released when this returns or raises."""
         if self.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            save_config(self.cfg, self.out / "config.yaml")
+            # what really runs (resumed: with its changes)
+            atomic_file(self.out / "config.yaml", lambda tmp: save_config(self.cfg, tmp))
         log = RunLogger(self.out, enabled=self.is_main)
+        try:
+            if self.resume_from is not None:
+                log.write({"step": self.state.step, "resumed_from": self.resume_from.name, **self.changes})
+            self._loop(log)
+            final_bound = self._log_bound(log) if self.valid_batches else None
+            self.save_checkpoint()
+            final = self.save_final()
+        finally:
+            log.close()
+            self.close()
+        return TrainResult(self.out, final, self.state.step, final_bound)
+
+    def _loop(self, log: RunLogger) -> None:
+        """Optimizer steps up to ``max_steps``, with the in-loop evaluations and checkpoints."""
+        t = self.cfg.training
+        bad_in_row = 0
         with training_progress(self.progress and self.is_main) as bar:
             task = bar.add_task("training", total=t.max_steps, completed=self.state.step, loss="-", speed="-")
             batches = self._batches()
             while self.state.step < t.max_steps:  # a resumed run that already finished trains no more
                 batch = next(batches)
                 started = time.perf_counter()
-                loss, nll, n_tokens, real_tokens = self.train_step(batch)
+                result = self.train_step(batch)
+                if not result.applied:
+                    bad_in_row += 1
+                    self.state.skipped_steps += 1
+                    log.write({"step": self.state.step, "skipped_nonfinite": self.state.skipped_steps})
+                    if bad_in_row >= t.max_nonfinite_in_row:
+                        raise self._diverged(bad_in_row)
+                    continue
+                bad_in_row = 0
                 self.state.step += 1
-                self.state.tokens_seen += real_tokens
-                speed = real_tokens / (time.perf_counter() - started)
-                bar.update(task, completed=self.state.step, loss=f"{loss:.3f}", speed=f"{speed:,.0f}")
+                self.state.tokens_seen += result.real_tokens
+                speed = result.real_tokens / (time.perf_counter() - started)
+                bar.update(task, completed=self.state.step, loss=f"{result.loss:.3f}", speed=f"{speed:,.0f}")
                 if self.state.step % t.log_every == 0 or self.state.step == t.max_steps:
                     log.write(
                         {
                             "step": self.state.step,
-                            "loss": loss,
-                            "nll_per_token": nll,
+                            "loss": result.loss,
+                            "nll_per_token": result.nll,
                             "lr": self.scheduler.get_last_lr()[0],
                             "tokens_per_s": speed,
-                            "scored_tokens": n_tokens,
+                            "scored_tokens": result.scored_tokens,
                             "epoch": self.state.epoch,
                             "processes": self.accelerator.num_processes,
                         }
@@ -304,11 +378,18 @@ class Trainer:
                     self._log_bound(log)
                 if t.save_every and self.state.step % t.save_every == 0:
                     self.save_checkpoint()
-        final_bound = self._log_bound(log) if self.valid_batches else None
-        self.save_checkpoint()
-        final = self.save_final()
-        log.close()
-        return TrainResult(self.out, final, self.state.step, final_bound)
+
+    def _diverged(self, in_row: int) -> TrainingError:
+        """The error that stops a run whose last ``in_row`` batches all had a non-finite loss or gradient."""
+        checkpoints = list_checkpoints(self.ckpt_dir)
+        kept = (
+            f"the newest checkpoint is {checkpoints[-1][1]}" if checkpoints else "no checkpoint was written"
+        )
+        return TrainingError(
+            f"training diverged: the loss or gradient was not finite for {in_row} batches in a row after step "
+            f"{self.state.step} (training.max_nonfinite_in_row={in_row}); no final/ was written and {kept}; "
+            f"try a lower training.lr (now {self.cfg.training.lr!r})"
+        )
 
     def _log_bound(self, log: RunLogger) -> BoundResult:
         bound = self.evaluate()
@@ -331,8 +412,11 @@ class Trainer:
             self.state.epoch += 1
             self.state.batch_in_epoch = 0
 
-    def train_step(self, batch: dict[str, torch.Tensor]) -> tuple[float, float, int, int]:
-        """One optimizer step on a global batch; returns (loss/token, nll/token, scored and real tokens)."""
+    def train_step(self, batch: dict[str, torch.Tensor]) -> StepResult:
+        """One optimizer step on a global batch, or none when its loss or gradient is not finite.
+
+        Every process sees the same reduced loss and the same (all-reduced) gradient norm, so all of them
+        take or skip the step together."""
         t, acc = self.cfg.training, self.accelerator
         x0 = batch["input_ids"].to(acc.device)
         attention_mask = batch["attention_mask"].to(acc.device)
@@ -356,15 +440,17 @@ class Trainer:
                 )
                 acc.backward(terms.loss * scale)
             sums += torch.stack([terms.loss.detach(), terms.nll.detach()]).double()
-        if t.grad_clip > 0:
-            acc.clip_grad_norm_(self.model.parameters(), t.grad_clip)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.ema is not None:
-            self.ema.update(self.unwrapped)
         sums = acc.reduce(sums, reduction="sum") / max(n_tokens, 1)
-        return float(sums[0]), float(sums[1]), n_tokens, int(attention_mask.sum())
+        # without clipping (grad_clip 0) an infinite bound only measures the norm: the gradient is unchanged
+        grad_norm = acc.clip_grad_norm_(self.model.parameters(), t.grad_clip or math.inf)
+        applied = bool(torch.isfinite(sums).all()) and math.isfinite(float(grad_norm))
+        if applied:
+            self.optimizer.step()
+            self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if applied and self.ema is not None:
+            self.ema.update(self.unwrapped)
+        return StepResult(float(sums[0]), float(sums[1]), n_tokens, int(attention_mask.sum()), applied)
 
     # ----------------------------------------------------------------------------------- evaluation, state
 
@@ -394,10 +480,24 @@ class Trainer:
         if use_ema and self.ema is not None:
             model = copy.deepcopy(model)
             self.ema.copy_to(model)
-        save_model_dir(directory, model, self.tokenizer, self.cfg.model, self.cfg.diffusion, self.counts)
+        save_model_dir(directory, model, self.tokenizer, self.cfg, self.counts)
+
+    def _rng_states(self) -> dict[str, Any]:
+        """Every process's dropout streams (CPU and CUDA, one row per process) and the corruption generator
+        (the same on every process). Collective: every process must call it."""
+        acc = self.accelerator
+        rng: dict[str, Any] = {
+            "torch": acc.gather(torch.get_rng_state().to(acc.device)[None]).cpu(),
+            "generator": self.generator.get_state(),
+        }
+        if torch.cuda.is_available():
+            rng["cuda"] = acc.gather(torch.cuda.get_rng_state().to(acc.device)[None]).cpu()
+        return rng
 
     def save_checkpoint(self) -> None:
-        """Everything needed to continue exactly: weights, optimizer, LR schedule, EMA, RNG, data position."""
+        """Everything needed to continue exactly: weights, optimizer, LR schedule, EMA, the RNG streams of
+        every process, the data position, and the run's config (checked on resume)."""
+        rng = self._rng_states()
         self.accelerator.wait_for_everyone()
         if not self.is_main:
             return
@@ -405,14 +505,12 @@ class Trainer:
             "trainer": asdict(self.state),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "generator": self.generator.get_state()},
+            "rng": rng,
         }
-        if torch.cuda.is_available():
-            states["rng"]["cuda"] = torch.cuda.get_rng_state()
         if self.ema is not None:
             states["ema"] = self.ema.shadow
         save_training_checkpoint(
-            self.ckpt_dir, self.state.step, self._write_model, states, self.cfg.training.keep_last
+            self.ckpt_dir, self.state.step, self._write_model, states, self.cfg, self.cfg.training.keep_last
         )
 
     def _restore(self, directory: Path) -> None:
@@ -420,10 +518,19 @@ class Trainer:
         self.optimizer.load_state_dict(load_state(directory, "optimizer"))
         self.scheduler.load_state_dict(load_state(directory, "scheduler"))
         rng = load_state(directory, "rng")
-        torch.set_rng_state(rng["torch"])
         self.generator.set_state(rng["generator"])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state(rng["cuda"])
+        rank, world = self.accelerator.process_index, self.accelerator.num_processes
+        streams = rng["torch"] if rng["torch"].dim() == 2 else rng["torch"][None]  # 1-D: one process
+        if len(streams) == world:
+            # clone: set_rng_state reads a row view from its storage's start (torch 2.x), so it needs a copy
+            torch.set_rng_state(streams[rank].clone())
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state(rng["cuda"].reshape(world, -1)[rank].clone())
+        elif self.is_main:
+            print(
+                f"the checkpoint was written by {len(streams)} process(es), this run has {world}: the data "
+                "and noise resume exactly, the dropout streams start afresh"
+            )
         if self.ema is not None:
             self.ema.shadow = {
                 k: v.to(self.accelerator.device) for k, v in load_state(directory, "ema").items()
@@ -440,10 +547,15 @@ class Trainer:
 
 
 def train(
-    cfg: Config, resume: bool = False, progress: bool = True, device: str | torch.device | None = None
+    cfg: Config,
+    resume: bool = False,
+    progress: bool = True,
+    device: str | torch.device | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
-    """Train a model as ``cfg`` says; with ``resume``, continue from the newest checkpoint exactly."""
-    return Trainer(cfg, resume=resume, progress=progress, device=device).fit()
+    """Train a model as ``cfg`` says; with ``resume``, continue from the newest loadable checkpoint exactly;
+    with ``overwrite``, delete the run already in the output directory first."""
+    return Trainer(cfg, resume=resume, progress=progress, device=device, overwrite=overwrite).fit()
 
 
 def run_finished(cfg: Config) -> bool:
@@ -455,16 +567,27 @@ def run_finished(cfg: Config) -> bool:
     return int(load_state(checkpoints[-1][1], "trainer")["step"]) >= cfg.training.max_steps
 
 
-def train_or_reuse(cfg: Config, progress: bool = True, device: str | torch.device | None = None) -> bool:
+def train_or_reuse(
+    cfg: Config,
+    progress: bool = True,
+    device: str | torch.device | None = None,
+    overwrite: bool = False,
+) -> bool:
     """Reuse a finished run, resume an interrupted one, or start one; True when any training ran.
 
-    What happens is said in one line, so re-running a long job after an interruption is always safe."""
+    What happens is said in one line, so re-running a long job after an interruption is always safe. With
+    ``overwrite`` the run in the output directory is deleted and trained again."""
     out = Path(cfg.training.output_dir)
+    if overwrite:
+        train(cfg, progress=progress, device=device, overwrite=True)
+        return True
     if run_finished(cfg):
         print(f"reusing the finished run in {out}")
         return False
     resume = bool(list_checkpoints(out / "checkpoints"))
     if resume:
         print(f"resuming the interrupted run in {out}")
-    train(cfg, resume=resume, progress=progress, device=device)
+    # a run killed before its first checkpoint left only logs: start over; a final/ is never replaced here
+    overwrite = not resume and not (out / "final").exists()
+    train(cfg, resume=resume, progress=progress, device=device, overwrite=overwrite)
     return True

@@ -1,14 +1,20 @@
 """Files written atomically and read without unpickling: safetensors for tensors, JSON for the rest.
 
-Every writer here writes under a temporary name beside the target and renames it into place, so a crash or a
-full disk never leaves a half-written file or directory, and what was there before is untouched.
+Every writer here writes under a temporary name beside the target (``.NAME.tmp-…``), flushes it to disk and
+then moves it into place in one step, so a crash, a kill or a full disk never leaves a half-written file or
+directory, and what was there before is untouched. Replacing an existing directory swaps the two in one
+``renameat2(RENAME_EXCHANGE)`` where the kernel has it, so there is no moment without the target. Temporaries
+a killed writer left behind keep the same naming, and :func:`remove_temporaries` clears them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -16,52 +22,133 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, OutputError, first_line
+
+_TEMPORARY = re.compile(r"^\..+\.(tmp|old)-[^/]+$")
+"""Names of the temporaries this module writes: ``.NAME.tmp-XXXX`` (being written), ``.NAME.old-XXXX``."""
+_WRITE_ERRORS = (OSError, SafetensorError)
+"""What a writer raises when the disk is full or read-only (safetensors has its own error type for it)."""
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush every file and directory under ``root`` (and ``root`` itself) to disk."""
+    for folder, _, files in os.walk(root):
+        for name in files:
+            _fsync_path(Path(folder) / name)
+        _fsync_path(Path(folder))
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _load_renameat2() -> Callable[..., int] | None:
+    try:
+        return ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # not glibc >= 2.28 / not Linux
+        return None
+
+
+_RENAMEAT2 = _load_renameat2()
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+
+
+def exchange_paths(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one atomic step; False where the system cannot (then nothing changed)."""
+    if _RENAMEAT2 is None:
+        return False
+    if _RENAMEAT2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def remove_temporaries(directory: Path) -> list[Path]:
+    """Delete the temporaries that killed writers left in ``directory``; returns what was removed.
+
+    Call it only while no writer is at work there (a run holds its directory's lock)."""
+    if not directory.is_dir():
+        return []
+    removed = [p for p in directory.iterdir() if _TEMPORARY.match(p.name)]
+    for path in removed:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return removed
 
 
 @contextlib.contextmanager
 def atomic_directory(target: Path) -> Iterator[Path]:
-    """Yield a temporary directory beside ``target``; on success it replaces ``target`` in one rename.
+    """Yield a temporary directory beside ``target``; on success it replaces ``target`` in one step.
 
-    On any error (a full disk included) the temporary directory is removed, ``target`` is left as it was,
-    and the error is re-raised as a one-line :class:`CheckpointError`.
+    The new content is fsynced before it replaces the old, and an existing ``target`` is swapped out
+    atomically where the system allows (see :func:`exchange_paths`). On any error (a full disk included) the
+    temporary directory is removed, ``target`` is left as it was, and the error is re-raised as a one-line
+    :class:`CheckpointError`.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    except OSError as exc:
+        raise CheckpointError(f"could not write checkpoint {target}: {_reason(exc)}") from None
     try:
         yield tmp
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            target.rename(old)
+        _fsync_tree(tmp)
+        if target.exists() and not exchange_paths(tmp, target):
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            target.rename(old / target.name)  # the fallback: a short moment without target
             tmp.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
+            tmp = old
+        elif not target.exists():
             tmp.rename(target)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise CheckpointError(f"could not write checkpoint {target}: {exc.strerror or exc}") from exc
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        _fsync_path(target.parent)
+    except _WRITE_ERRORS as exc:
+        raise CheckpointError(f"could not write checkpoint {target}: {_reason(exc)}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # after a swap: the old content
 
 
 def atomic_file(target: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` on a temporary file beside ``target``, then move it onto ``target`` in one step.
 
-    On any error the temporary file is removed and ``target`` is left as it was.
+    A ``target`` that is a directory, or a parent that cannot hold files, is a one-line :class:`OutputError`;
+    on any error the temporary file is removed and ``target`` is left as it was.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    if target.is_dir():
+        raise OutputError(f"cannot write {target}: it is a directory; allowed: a file path")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.tmp-")
+    except OSError as exc:
+        raise OutputError(f"cannot write {target}: {_reason(exc)}") from None
     os.close(fd)
     tmp = Path(name)
     try:
         write(tmp)
+        _fsync_path(tmp)
         os.replace(tmp, target)
-    except BaseException:
+        _fsync_path(target.parent)
+    except _WRITE_ERRORS as exc:
+        raise OutputError(f"cannot write {target}: {_reason(exc)}") from None
+    finally:
         tmp.unlink(missing_ok=True)
-        raise
+
+
+def _reason(exc: BaseException) -> str:
+    """The one-line cause of a write error (``strerror`` of an OSError, first line of anything else)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return first_line(exc)
 
 
 def write_json(path: Path, data: Any) -> None:
