@@ -62,18 +62,6 @@ def tiny_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_backbone_with_dropout(tmp_path_factory: pytest.TempPathFactory, tiny_backbone: Path) -> Path:
-    """The tiny backbone with BERT's dropout (0.1 on hidden states and attention), for exactness under noise."""
-    path = tmp_path_factory.mktemp("backbone-dropout")
-    for file in tiny_backbone.iterdir():
-        (path / file.name).write_bytes(file.read_bytes())
-    config = json.loads((path / "config.json").read_text())
-    config.update(hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
-    (path / "config.json").write_text(json.dumps(config))
-    return path
-
-
-@pytest.fixture(scope="session")
 def tiny_texts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     path = tmp_path_factory.mktemp("texts")
     rng = random.Random(0)

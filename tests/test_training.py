@@ -94,10 +94,11 @@ def test_training_lowers_the_validation_bound(tiny_config):
     assert bounds[-1] < untrained.final_bound.nats_per_token - 0.3
 
 
-def test_resume_after_sigkill_equals_uninterrupted_run_bit_for_bit(tiny_config, tiny_backbone_with_dropout):
-    """With dropout on, killed in the middle of an epoch (20 batches each): every random stream resumes."""
+def test_resume_after_sigkill_equals_uninterrupted_run_bit_for_bit(tiny_config):
+    """The real backbone (MiniLM, dropout 0.1), killed in the middle of an epoch (20 batches each): every
+    random stream resumes."""
     path, _ = tiny_config(
-        model={"backbone": str(tiny_backbone_with_dropout)},
+        model={"backbone": "minilm"},
         training={"max_steps": 24, "save_every": 5, "eval_every": 0, "keep_last": 2},
     )
     base = path.parent
@@ -175,12 +176,12 @@ def test_two_processes_train_like_one(tiny_config):
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-4
 
 
-def test_two_processes_with_dropout_resume_bit_for_bit(tiny_config, tiny_backbone_with_dropout):
-    """Each process has its own dropout stream; a checkpoint keeps both, so a resumed 2-process run with
-    dropout on repeats the uninterrupted one exactly (a constant LR, so stopping at step 3 and resuming to 6
-    with a larger max_steps changes nothing else)."""
+def test_two_processes_with_dropout_resume_bit_for_bit(tiny_config):
+    """Each process has its own dropout stream; a checkpoint keeps both, so a resumed 2-process run of the
+    real backbone (MiniLM, dropout 0.1) repeats the uninterrupted one exactly (a constant LR, so stopping at
+    step 3 and resuming to 6 with a larger max_steps changes nothing else)."""
     path, _ = tiny_config(
-        model={"backbone": str(tiny_backbone_with_dropout)},
+        model={"backbone": "minilm"},
         training={"max_steps": 6, "save_every": 0, "eval_every": 0, "lr_decay": "constant"},
     )
     base = path.parent
