@@ -8,8 +8,10 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from diffusionbert.config import load_config
+from diffusionbert.sampling import SampleOutput
 from diffusionbert.training import train
 
 CLI = [sys.executable, "-m", "diffusionbert.cli"]
@@ -146,3 +148,30 @@ def test_device_is_chosen_once_and_checked(trained):
     if not torch.cuda.is_available():
         proc = run(*args, "--device", "cuda")
         assert proc.returncode == 2 and "has no CUDA device" in proc.stderr
+
+
+def test_demo_report_counts_the_samples_that_contradict_themselves(tiny_config, monkeypatch):
+    """The demo trains, reuses its run, and its report marks each self-contradicting sample and counts them."""
+    from diffusionbert.apps import demo
+
+    path, _ = tiny_config(
+        training={"max_steps": 2, "save_every": 0}, sampling={"num_samples": 3, "length": 8, "steps": 4}
+    )
+    stated = ["the pub is kid friendly and not kid friendly", "a cheap pub", "cheap and expensive and cheap"]
+    fixed = SampleOutput(
+        texts=stated, token_ids=torch.zeros(3, 1, dtype=torch.long), lengths=[1] * 3, nfe=[1] * 3
+    )
+
+    def pipeline_with_fixed_texts(*args, **kwargs):
+        return lambda **request: fixed
+
+    monkeypatch.setattr(demo, "load_pipeline", pipeline_with_fixed_texts)
+    result = demo.run_demo(path, progress=False)
+    report = result.report.read_text()
+    assert (
+        "1. the pub is kid friendly and not kid friendly *(contradicts itself on: familyFriendly)*" in report
+    )
+    assert "2. a cheap pub\n" in report and "priceRange" in report
+    assert "2 of 3 samples state two incompatible values" in report
+    again = demo.run_demo(path, progress=False)  # the finished run is reused, not trained again
+    assert again.bound.nats_per_token == result.bound.nats_per_token

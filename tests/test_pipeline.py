@@ -200,3 +200,31 @@ def test_missing_or_corrupt_checkpoint_is_a_one_line_checkpoint_error(tmp_path: 
     one_line_error(
         CheckpointError, "could not be loaded", lambda: DiffusionPipeline.from_pretrained(tmp_path)
     )
+
+
+@pytest.mark.parametrize("sampler", ["ancestral", "confidence"])
+def test_a_list_of_sources_is_decoded_in_one_padded_batch(pipe: DiffusionPipeline, sampler: str):
+    """Sources of different lengths share batches (right-padded, masked from attention): each row keeps its
+    own source and template, and the first source's rows equal decoding it alone with the same seeds."""
+    tok = pipe.tokenizer
+    sources = ["a dog", "the big red cat sat on a mat"]
+    out = pipe(num_samples=3, length=6, steps=4, sampler=sampler, source=sources, batch_size=4, seed=5)
+    assert len(out.texts) == 6
+    for row, source in zip(out.token_ids, [s for s in sources for _ in range(3)], strict=True):
+        given = [tok.cls_token_id, *ids(tok, source), tok.sep_token_id]
+        assert row[: len(given)].tolist() == given
+        target = row[len(given) : len(given) + 6]
+        assert not bool((target == tok.pad_token_id).any()) and not bool((target == tok.mask_token_id).any())
+        assert bool((row[len(given) + 6 :] == tok.pad_token_id).all())  # padding after a short template
+    alone = pipe(num_samples=3, length=6, steps=4, sampler=sampler, source=[sources[0]], seed=5)
+    width = alone.token_ids.shape[1]
+    assert torch.equal(out.token_ids[:3, :width], alone.token_ids) and out.texts[:3] == alone.texts
+    again = pipe(num_samples=3, length=6, steps=4, sampler=sampler, source=sources, batch_size=1, seed=5)
+    assert torch.equal(again.token_ids, out.token_ids)
+
+
+def test_bad_source_lists_are_one_line_errors(pipe: DiffusionPipeline):
+    one_line_error(ConfigError, "a source in the list is empty", lambda: pipe(1, 4, 2, source=["a", " "]))
+    one_line_error(ConfigError, "a source in the list is empty", lambda: pipe(1, 4, 2, source=[]))
+    long_source = " ".join(["cat"] * 70)
+    one_line_error(ConfigError, "more than the model's", lambda: pipe(1, 4, 2, source=long_source))

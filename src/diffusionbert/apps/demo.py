@@ -16,6 +16,7 @@ import torch
 from ..config import load_config
 from ..errors import ConfigError, DataError
 from ..evaluation import evaluate_file
+from ..evaluation.slots import self_contradictions
 from ..sampling import load_pipeline
 from ..training import BoundResult, train_or_reuse
 from ..utils.runtime import default_device, machine_description
@@ -26,6 +27,12 @@ class DemoResult:
     report: Path
     bound: BoundResult
     samples: list[str]
+
+
+def _contradiction_note(text: str) -> str:
+    """`` (contradicts itself on: slot, ...)`` for a sample that states two values of one slot, else empty."""
+    slots = self_contradictions(text)
+    return f" *(contradicts itself on: {', '.join(slots)})*" if slots else ""
 
 
 def _loss_curve(log_file: Path, png: Path) -> None:
@@ -132,7 +139,10 @@ def run_demo(
         "",
         f"## Samples ({s.sampler}, {s.steps} steps, length ≤ {s.length}, seed {s.seed}, {sample_seconds:.1f} s)",
         "",
-        *[f"{i + 1}. {text}" for i, text in enumerate(sampled.texts)],
+        *[f"{i + 1}. {text}{_contradiction_note(text)}" for i, text in enumerate(sampled.texts)],
+        "",
+        f"{sum(bool(self_contradictions(t)) for t in sampled.texts)} of {len(sampled.texts)} samples state two "
+        "incompatible values of one E2E slot (`diffusionbert.evaluation.slots.self_contradictions`).",
         "",
         "Regenerate with `make demo` (reuses the run) or `make demo DEMO_ARGS=--fresh`.",
         "",

@@ -1,7 +1,23 @@
 """Measuring models: the NLL bound on a text file and metrics of generated text (BLEU, self-BLEU, dist-n,
-unigram entropy, generative perplexity), as ``diffusionbert evaluate`` reports them."""
+unigram entropy, generative perplexity), as ``diffusionbert evaluate`` reports them; and conditional
+generation over a file of sources scored against references (BLEU, NIST, ROUGE-L, CIDEr, E2E slot error
+rate), as ``diffusionbert generate`` reports it."""
 
 from ..training.bound import BoundResult, nll_bound
+from .conditional import ConditionalScores, mbr_select, score_conditional
+from .generation import Generation, GenerationResult, generate_file
 from .report import EvaluationReport, SampleMetrics, evaluate_file
 
-__all__ = ["BoundResult", "EvaluationReport", "SampleMetrics", "evaluate_file", "nll_bound"]
+__all__ = [
+    "BoundResult",
+    "ConditionalScores",
+    "EvaluationReport",
+    "Generation",
+    "GenerationResult",
+    "SampleMetrics",
+    "evaluate_file",
+    "generate_file",
+    "mbr_select",
+    "nll_bound",
+    "score_conditional",
+]

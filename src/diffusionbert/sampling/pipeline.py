@@ -14,14 +14,18 @@ Sequences use the training layout ``[CLS] x_1 … x_L``: position 0 is kept and 
 from all-[MASK]; a generated ``[SEP]`` ends the text. Conditioning goes through the same loop by fixing
 tokens: a ``prompt`` right after ``[CLS]``, an ``infill`` template whose ``[MASK]`` placeholders are the only
 generated positions, or a seq2seq ``source`` in the pair layout ``[CLS] source [SEP] target …`` where only
-the target is generated. Each sample draws from its own generator (derived from ``seed`` and its index), so
-results do not depend on ``batch_size``. With a time-agnostic model (``time_conditioning='none'``) a row's
+the target is generated. A list of sources is decoded in one call, ``num_samples`` per source, batched across
+sources: rows are right-padded with ``[PAD]`` to the longest and the network sees them through an attention
+mask (``x != [PAD]``, exact: the denoiser puts zero mass on ``[PAD]``, so no generated token is one).
+Each sample draws from its own generator (derived from ``seed`` and its index), so results do not depend on
+``batch_size``. With a time-agnostic model (``time_conditioning='none'``) a row's
 logits are reused while its x_t is unchanged, and NFE counts only real network calls.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -45,14 +49,45 @@ from .samplers import Sampler, build_sampler
 
 @dataclass(frozen=True)
 class _Layout:
-    """One sequence template [S]: ids with [MASK] where generated, the generated and noisable positions,
-    where the text starts, and from where a generated [SEP] cuts it (after every given token)."""
+    """Sequence templates [R, S]: ids with [MASK] where generated (and [PAD] after a shorter template), the
+    generated and noisable positions, and per template where the text starts, from where a generated [SEP]
+    cuts it (after every given token) and where the template ends (before its padding)."""
 
     ids: Tensor
     generated: Tensor
     noise_mask: Tensor
-    text_start: int
-    cut_from: int
+    text_start: Tensor
+    cut_from: Tensor
+    end: Tensor
+
+    @classmethod
+    def stack(cls, layouts: list[_Layout], pad_id: int) -> _Layout:
+        """One layout of several one-template layouts, right-padded to the longest."""
+        width = max(layout.ids.shape[1] for layout in layouts)
+
+        def pad(name: str, value: int | bool) -> Tensor:
+            rows = [getattr(layout, name) for layout in layouts]
+            return torch.cat([torch.nn.functional.pad(r, (0, width - r.shape[1]), value=value) for r in rows])
+
+        return cls(
+            pad("ids", pad_id),
+            pad("generated", False),
+            pad("noise_mask", False),
+            torch.cat([layout.text_start for layout in layouts]),
+            torch.cat([layout.cut_from for layout in layouts]),
+            torch.cat([layout.end for layout in layouts]),
+        )
+
+    def select(self, rows: Tensor) -> _Layout:
+        """The templates of ``rows`` (one index per output row)."""
+        return _Layout(
+            self.ids[rows],
+            self.generated[rows],
+            self.noise_mask[rows],
+            self.text_start[rows],
+            self.cut_from[rows],
+            self.end[rows],
+        )
 
 
 _P = TypeVar("_P", bound="_Pipeline")
@@ -144,7 +179,7 @@ class DiffusionPipeline(_Pipeline):
         *,
         prompt: str | None = None,
         infill: str | None = None,
-        source: str | None = None,
+        source: str | Sequence[str] | None = None,
         temperature: float = 1.0,
         top_k: int = 0,
         top_p: float = 1.0,
@@ -157,48 +192,61 @@ class DiffusionPipeline(_Pipeline):
 
         ``sampler`` is a name (built with ``temperature``/``top_k``/``top_p``; default ``ancestral``) or a
         :class:`Sampler` object carrying its own options. With ``infill`` the template fixes the length and
-        ``length`` is ignored.
+        ``length`` is ignored. With a list of sources, ``num_samples`` texts are generated for each, and the
+        output holds them source after source (``num_samples * len(source)`` rows).
         """
         check_sample_request(num_samples, batch_size, seed)
         sampler = self._sampler(sampler or self.default_sampler, temperature, top_k, top_p)
         timesteps = sampler.timesteps(steps)
-        layout = self._layout(length, prompt, infill, source)
+        sources = [source] if source is None or isinstance(source, str) else list(source)
+        if not sources or (len(sources) > 1 and not all(one.strip() for one in sources)):
+            raise ConfigError("a source in the list is empty; allowed: a text or a list of non-empty texts")
+        layout = _Layout.stack(
+            [self._layout(length, prompt, infill, one) for one in sources], self.tokenizer.pad_token_id
+        )
+        padded = bool((layout.ids == self.tokenizer.pad_token_id).any())
         cache = self.use_cache and self.time_conditioning == "none"
 
         def call_model(x: Tensor, time: Tensor, positions: Tensor) -> Tensor:
-            return self.model(input_ids=x, t=time, positions=positions).logits
+            attention_mask = (x != self.tokenizer.pad_token_id).long() if padded else None
+            return self.model(input_ids=x, attention_mask=attention_mask, t=time, positions=positions).logits
 
+        total = num_samples * len(sources)
+        template = torch.arange(total, device=self.device) // num_samples  # the source of each output row
         results: list[DenoiseResult] = []
-        starts = range(0, num_samples, batch_size)
+        starts = range(0, total, batch_size)
         with Progress(disable=not progress) as bar:
             task = bar.add_task("sampling", total=len(starts) * len(timesteps))
             for start in starts:
-                stop = min(start + batch_size, num_samples)
+                stop = min(start + batch_size, total)
+                rows = layout.select(template[start:stop])
                 generators = [sample_generator(seed, i, self.device) for i in range(start, stop)]
                 results.append(
                     denoise(
                         call_model,
-                        layout.ids.expand(stop - start, -1),
+                        rows.ids,
                         sampler,
                         timesteps,
                         generators,
-                        generated=layout.generated.expand(stop - start, -1),
-                        noise_mask=layout.noise_mask.expand(stop - start, -1),
+                        generated=rows.generated,
+                        noise_mask=rows.noise_mask,
                         cache=cache,
                         return_trajectory=return_trajectory,
                         advance=lambda n: bar.advance(task, n),
                     )
                 )
         tokens = torch.cat([r.tokens for r in results])
-        ends = self._text_ends(tokens, layout)
+        rows = layout.select(template)
+        ends = self._text_ends(tokens, rows)
+        starts_at = rows.text_start.tolist()
         texts = self.tokenizer.batch_decode(
-            [row[layout.text_start : end].tolist() for row, end in zip(tokens, ends, strict=True)],
+            [row[start:end].tolist() for row, start, end in zip(tokens, starts_at, ends, strict=True)],
             skip_special_tokens=True,
         )
         return SampleOutput(
             texts=texts,
             token_ids=tokens.cpu(),
-            lengths=[end - layout.text_start for end in ends],
+            lengths=[end - start for start, end in zip(starts_at, ends, strict=True)],
             nfe=torch.cat([r.nfe for r in results]).tolist(),
             trajectories=torch.cat([r.trajectory for r in results]).cpu() if return_trajectory else None,
         )
@@ -263,19 +311,31 @@ class DiffusionPipeline(_Pipeline):
                 to_generate = length - len(fixed)
             ids = torch.tensor([cls_id, *fixed, *[mask] * to_generate])
             generated = torch.arange(len(ids)) > len(fixed)
+        if source and len(ids) > self.model.max_input_length:
+            raise ConfigError(
+                f"source of {len(ids) - length - 2} tokens plus length={length} needs {len(ids)} positions, more "
+                f"than the model's {self.model.max_input_length}; allowed: a shorter source or length"
+            )
         text_start = len(ids) - length if source else 1
         noise_mask = generated if source else torch.arange(len(ids)) >= 1
         cut_from = int((~generated).nonzero().max()) + 1
         return _Layout(
-            ids.to(self.device), generated.to(self.device), noise_mask.to(self.device), text_start, cut_from
+            ids[None].to(self.device),
+            generated[None].to(self.device),
+            noise_mask[None].to(self.device),
+            torch.tensor([text_start], device=self.device),
+            torch.tensor([cut_from], device=self.device),
+            torch.tensor([len(ids)], device=self.device),
         )
 
     def _text_ends(self, tokens: Tensor, layout: _Layout) -> list[int]:
-        """Per row, the position of the first generated [SEP] after every given token (else the end)."""
+        """Per row, the position of the first generated [SEP] after every given token (else the end of its
+        template)."""
         positions = torch.arange(tokens.shape[1], device=tokens.device)
-        cuts = (tokens == self.tokenizer.sep_token_id) & layout.generated & (positions >= layout.cut_from)
+        after_given = positions >= layout.cut_from[:, None]
+        cuts = (tokens == self.tokenizer.sep_token_id) & layout.generated & after_given
         first = cuts.long().argmax(-1)
-        return torch.where(cuts.any(-1), first, tokens.shape[1]).tolist()
+        return torch.where(cuts.any(-1), first, layout.end).tolist()
 
 
 class AutoregressivePipeline(_Pipeline):

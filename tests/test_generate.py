@@ -1,0 +1,126 @@
+"""Conditional generation over a file: ``generate`` on a pair-trained model, MBR, scores and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from diffusionbert.cli.main import main
+from diffusionbert.config import load_config
+from diffusionbert.errors import ConfigError
+from diffusionbert.evaluation.conditional import mbr_select
+from diffusionbert.training import train
+
+MRS = ["name[The Eagle], eatType[pub]", "name[Blue Spice], area[riverside]", "name[The Mill], food[French]"]
+REFS = {
+    MRS[0]: ["the eagle is a pub", "a pub called the eagle"],
+    MRS[1]: ["blue spice is by the river"],
+    MRS[2]: ["the mill serves french food", "french food at the mill"],
+}
+
+
+@pytest.fixture(scope="module")
+def pair_model(tmp_path_factory, tiny_backbone) -> tuple[Path, Path]:
+    """A tiny model trained 2 steps on (MR, reference) pairs, and the pair file (an MR once per reference)."""
+    base = tmp_path_factory.mktemp("pairs")
+    data = base / "pairs.jsonl"
+    rows = [{"mr": mr, "ref": ref} for mr, refs in REFS.items() for ref in refs]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows * 4), encoding="utf-8")
+    cfg = {
+        "model": {"backbone": str(tiny_backbone)},
+        "diffusion": {"objective": "diffusionbert", "schedule": "linear", "num_steps": 32},
+        "data": {"train_file": str(data), "source_field": "mr", "field": "ref", "max_length": 32},
+        "training": {"output_dir": str(base / "run"), "batch_size": 4, "max_steps": 2, "save_every": 0},
+    }
+    (base / "config.yaml").write_text(yaml.safe_dump(cfg))
+    train(load_config(base / "config.yaml"), progress=False)
+    return base / "run" / "final", data
+
+
+def _cli(capsys, *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    try:
+        code = main([*args, "--no-progress"])
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_generate_writes_one_record_per_distinct_source_and_scores_them(pair_model, tmp_path, capsys):
+    final, data = pair_model
+    out, scores = tmp_path / "out.jsonl", tmp_path / "scores.json"
+    common = ["generate", "--checkpoint", str(final), "--data", str(data), "--source-field", "mr"]
+    code, stdout, err = _cli(
+        capsys,
+        *common,
+        "--field",
+        "ref",
+        "--task",
+        "e2e",
+        "--samples-per-source",
+        "3",
+        "--mbr",
+        "--length",
+        "8",
+        "--steps",
+        "4",
+        "--out",
+        str(out),
+        "--scores-out",
+        str(scores),
+    )
+    assert code == 0, err
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["source"] for r in records] == MRS  # each MR once, in file order
+    for record in records:
+        assert len(record["candidates"]) == 3 and record["text"] in record["candidates"]
+        assert record["text"] == record["candidates"][mbr_select(record["candidates"])]
+        assert 0 < record["nfe"] <= 4
+    written = json.loads(scores.read_text())
+    assert written["sources"] == 3 and 0.0 <= written["ser"] <= 1.0 and 0.0 <= written["self_bleu"] <= 1.0
+    assert "nrefs:var" in written["bleu_signature"] and "BLEU" in stdout and "SER" in stdout
+    # one sample per source, no references: the texts only, printed source by source
+    code, stdout, err = _cli(capsys, *common, "--length", "8", "--steps", "4", "--max-sources", "2")
+    assert code == 0, err
+    assert [line.split("\t")[0] for line in stdout.splitlines()] == MRS[:2]
+
+
+def test_mbr_keeps_the_consensus_sample():
+    candidates = ["a dog ran", "the cat sat on the mat", "the cat sat on a mat", "the cat sat on the mat ."]
+    assert mbr_select(candidates) in (1, 3)
+    assert mbr_select(["", "the cat", "the cat"]) == 1  # an empty text is worth nothing; ties: the first
+    with pytest.raises(ConfigError):
+        mbr_select([])
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--source-field", "src"], "src"),
+        (["--source-field", "mr", "--mbr"], "samples_per_source >= 2 with mbr"),
+        (["--source-field", "mr", "--samples-per-source", "0"], "0 is not a positive integer"),
+        (["--source-field", "mr", "--task", "e2e"], "the e2e task scores against references"),
+        (["--source-field", "mr", "--scores-out", "x.json"], "--scores-out needs references"),
+        (["--source-field", "mr", "--length", "60", "--steps", "4"], "more than the model's"),
+    ],
+)
+def test_bad_generate_requests_are_one_line(pair_model, capsys, extra, message):
+    final, data = pair_model
+    code, _, err = _cli(capsys, "generate", "--checkpoint", str(final), "--data", str(data), *extra)
+    assert code == 2 and err.startswith("error: ") and err.strip().count("\n") == 0, err
+    assert message in err
+
+
+def test_generate_refuses_a_model_trained_on_plain_texts(tiny_config, capsys, tmp_path):
+    path, out = tiny_config(training={"max_steps": 1, "save_every": 0, "eval_every": 0})
+    train(load_config(path), progress=False)
+    data = tmp_path / "mrs.jsonl"
+    data.write_text(json.dumps({"mr": MRS[0]}) + "\n")
+    code, _, err = _cli(
+        capsys, "generate", "--checkpoint", str(out / "final"), "--data", str(data), "--source-field", "mr"
+    )
+    assert code == 2 and "trained on plain texts" in err and err.strip().count("\n") == 0
