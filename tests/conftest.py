@@ -73,11 +73,12 @@ def tiny_texts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return files
 
 
-@pytest.fixture()
-def tiny_config(tmp_path: Path, tiny_backbone: Path, tiny_texts: dict[str, Path]):
-    """Write a tiny run config and return (path, output dir); ``**sections`` patch the defaults."""
+@pytest.fixture(scope="session")
+def make_tiny_config(tiny_backbone: Path, tiny_texts: dict[str, Path]):
+    """``make(directory, **sections)``: write a tiny run config in ``directory`` (its output dir
+    ``directory/run``) and return (path, output dir); ``**sections`` patch the defaults."""
 
-    def make(**sections: dict) -> tuple[Path, Path]:
+    def make(directory: Path, **sections: dict) -> tuple[Path, Path]:
         cfg = {
             "model": {"backbone": str(tiny_backbone)},
             "diffusion": {"objective": "diffusionbert", "schedule": "spindle", "num_steps": 64},
@@ -86,10 +87,10 @@ def tiny_config(tmp_path: Path, tiny_backbone: Path, tiny_texts: dict[str, Path]
                 "valid_file": str(tiny_texts["valid"]),
                 "field": None,
                 "max_length": 16,
-                "cache_dir": str(tmp_path / "cache"),
+                "cache_dir": str(directory / "cache"),
             },
             "training": {
-                "output_dir": str(tmp_path / "run"),
+                "output_dir": str(directory / "run"),
                 "batch_size": 8,
                 "max_steps": 12,
                 "warmup_steps": 2,
@@ -102,11 +103,18 @@ def tiny_config(tmp_path: Path, tiny_backbone: Path, tiny_texts: dict[str, Path]
         }
         for section, values in sections.items():
             cfg.setdefault(section, {}).update(values)
-        path = tmp_path / "config.yaml"
+        path = directory / "config.yaml"
         path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
         return path, Path(cfg["training"]["output_dir"])
 
     return make
+
+
+@pytest.fixture()
+def tiny_config(tmp_path: Path, make_tiny_config):
+    """Write a tiny run config in the test's tmp dir and return (path, output dir); ``**sections`` patch
+    the defaults (see ``make_tiny_config``)."""
+    return lambda **sections: make_tiny_config(tmp_path, **sections)
 
 
 @pytest.fixture()

@@ -175,6 +175,10 @@ def test_first_lines_of_shared_e2e_train_csv_load(tmp_path, hf_cache):
 # --------------------------------------------------------------------------------------------- layouts
 
 
+def ids_of(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
 def test_sentence_layout_special_tokens_truncation_and_words(tokenizer):
     texts = ["Hello world", "one two three four five six seven eight nine ten", "Short one"]
     out = D.tokenize_dataset(texts_dataset(texts), tokenizer, "sentence", max_length=6)
@@ -199,6 +203,31 @@ def test_a_truncated_text_counts_only_the_words_its_kept_tokens_cover(tokenizer)
     pairs = datasets.Dataset.from_dict({"source": ["a"], "target": [text]})
     rows = D.tokenize_dataset(pairs, tokenizer, "sentence", max_length=3 + 3).dataset
     assert rows[0]["n_words"] == 1  # 3 target tokens kept, all inside "unbelievably"
+
+
+def test_a_target_window_fills_short_targets_with_sep_and_cuts_long_ones(tokenizer):
+    """With target_window W every pair's target takes exactly W positions: [SEP]-filled (learned like any
+    token, so the model decides where a text ends), or cut to W - 1 tokens and one [SEP]; the source is cut
+    to what is left of max_length."""
+    pairs = datasets.Dataset.from_dict(
+        {
+            "source": ["name eagle", "name mill area riverside food french"],
+            "target": ["a pub", "the mill is a french place by the river"],
+        }
+    )
+    out = D.tokenize_dataset(pairs, tokenizer, "sentence", max_length=12, target_window=6)
+    short, long = out.dataset[0], out.dataset[1]
+    source = tokenizer("name eagle", add_special_tokens=False)["input_ids"]
+    assert short["input_ids"] == [CLS, *source, SEP, *ids_of(tokenizer, "a pub"), SEP, SEP, SEP, SEP]
+    assert short["noise_start"] == len(source) + 2 and short["n_words"] == 2
+    assert len(long["input_ids"]) == 12 and long["input_ids"][-6:] == [
+        *ids_of(tokenizer, "the mill is a french"),
+        SEP,
+    ]
+    assert long["input_ids"][long["noise_start"] - 1] == SEP and long["noise_start"] == 12 - 6
+    assert long["n_words"] == 5 and out.num_truncated == 1  # only the words of the kept target tokens
+    with pytest.raises(ConfigError, match="target_window=10 needs source/target pairs"):
+        D.tokenize_dataset(pairs, tokenizer, "sentence", max_length=12, target_window=10)
 
 
 def test_collate_dynamic_padding_and_noise_mask(tokenizer):

@@ -301,34 +301,13 @@ def test_evaluate_exits_non_zero_on_a_non_finite_bound(trained_run, tiny_texts, 
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, tiny_backbone, tiny_texts) -> Path:
+def trained_run(tmp_path_factory, make_tiny_config) -> Path:
     """A finished 4-step run with checkpoints at steps 2 and 4 (copy it before damaging it)."""
-    base = tmp_path_factory.mktemp("trained")
-    cfg = {
-        "model": {"backbone": str(tiny_backbone)},
-        "diffusion": {"objective": "diffusionbert", "schedule": "spindle", "num_steps": 64},
-        "data": {
-            "train_file": str(tiny_texts["train"]),
-            "valid_file": str(tiny_texts["valid"]),
-            "field": None,
-            "max_length": 16,
-            "cache_dir": str(base / "cache"),
-        },
-        "training": {
-            "output_dir": str(base / "run"),
-            "batch_size": 8,
-            "max_steps": 4,
-            "warmup_steps": 2,
-            "save_every": 2,
-            "log_every": 1,
-            "eval_batches": 2,
-            "lr": 1e-3,
-            "head_lr": 1e-3,
-        },
-    }
-    (base / "config.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    train(load_config(base / "config.yaml"), progress=False)
-    return base / "run"
+    path, out = make_tiny_config(
+        tmp_path_factory.mktemp("trained"), training={"max_steps": 4, "save_every": 2}
+    )
+    train(load_config(path), progress=False)
+    return out
 
 
 def _copy_run(run: Path, to: Path) -> Path:

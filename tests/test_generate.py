@@ -11,7 +11,9 @@ import yaml
 from diffusionbert.cli.main import main
 from diffusionbert.config import load_config
 from diffusionbert.errors import ConfigError
+from diffusionbert.evaluation import generate_file
 from diffusionbert.evaluation.conditional import mbr_select
+from diffusionbert.models.loading import load_tokenizer
 from diffusionbert.training import train
 
 MRS = ["name[The Eagle], eatType[pub]", "name[Blue Spice], area[riverside]", "name[The Mill], food[French]"]
@@ -124,3 +126,48 @@ def test_generate_refuses_a_model_trained_on_plain_texts(tiny_config, capsys, tm
         capsys, "generate", "--checkpoint", str(out / "final"), "--data", str(data), "--source-field", "mr"
     )
     assert code == 2 and "trained on plain texts" in err and err.strip().count("\n") == 0
+
+
+def test_a_target_window_is_recorded_and_sets_the_generated_length(pair_model, tiny_config, tmp_path, capsys):
+    _, data = pair_model
+    path, out = tiny_config(
+        data={
+            "train_file": str(data),
+            "valid_file": None,
+            "source_field": "mr",
+            "field": "ref",
+            "target_window": 5,
+        },
+        diffusion={"schedule": "linear", "num_steps": 32},
+        training={"max_steps": 1, "save_every": 0, "eval_every": 0},
+    )
+    train(load_config(path), progress=False)
+    recorded = json.loads((out / "final" / "diffusion.json").read_text())["data"]
+    assert recorded["target_window"] == 5 and recorded["pairs"] is True
+    result = generate_file(out / "final", data, "mr", steps=4, samples_per_source=2)
+    tokenizer = load_tokenizer(out / "final")
+    for generation in result.generations:
+        for text in generation.candidates:
+            assert len(tokenizer(text, add_special_tokens=False)["input_ids"]) <= 5  # the window, not 48
+    samples = tmp_path / "samples.jsonl"
+    code, _, err = _cli(
+        capsys,
+        "sample",
+        "--checkpoint",
+        str(out / "final"),
+        "--source",
+        MRS[0],
+        "--steps",
+        "4",
+        "--out",
+        str(samples),
+    )
+    assert code == 0, err
+    assert all(json.loads(line)["length"] <= 5 for line in samples.read_text().splitlines())
+    for bad, message in (
+        ({"source_field": None, "target_window": 5}, "data.target_window needs source/target pairs"),
+        ({"source_field": "mr", "target_window": 40}, "data.target_window=40 is not valid"),
+    ):
+        path, _ = tiny_config(data={"train_file": str(data), "field": "ref", "max_length": 32, **bad})
+        with pytest.raises(ConfigError, match=message):
+            load_config(path)

@@ -55,6 +55,7 @@ def save_model_dir(
         "pairs": cfg.data.source_field is not None,
         "layout": cfg.data.layout,
         "max_length": cfg.data.max_length,
+        "target_window": cfg.data.target_window,
     }
     write_json(
         directory / DIFFUSION_FILE,
@@ -135,6 +136,8 @@ class LoadedModel:
     token_counts: torch.Tensor | None
     trained_on_pairs: bool | None = None
     """True: trained on source/target pairs; False: on plain texts; None: not recorded (older directories)."""
+    target_window: int | None = None
+    """The target positions a pair model was trained with (``data.target_window``), if fixed."""
 
     @property
     def method(self) -> Method:
@@ -178,8 +181,17 @@ def load_model_dir(directory: str | Path, device: torch.device | str | None = No
     if device is not None:
         model.to(device)
     model.eval()
-    pairs = meta.get("data", {}).get("pairs") if isinstance(meta.get("data"), dict) else None
-    return LoadedModel(directory, model, tokenizer, cfg.model, cfg.diffusion, counts, pairs)
+    data = meta.get("data") if isinstance(meta.get("data"), dict) else {}
+    return LoadedModel(
+        directory,
+        model,
+        tokenizer,
+        cfg.model,
+        cfg.diffusion,
+        counts,
+        data.get("pairs"),
+        data.get("target_window"),
+    )
 
 
 def _check_model_type(directory: Path, objective: str, expected: str) -> None:

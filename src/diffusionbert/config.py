@@ -66,6 +66,9 @@ class DataConfig:
     valid_file: str | None = None
     field: str | None = "ref"
     source_field: str | None = None
+    # pairs only: the target is filled with [SEP] to this many tokens, noised and learned like the rest, so the
+    # model decides where a text ends (LLaDA pads its SFT answers with EOS the same way); None: its own length
+    target_window: int | None = None
     layout: str = "sentence"  # sentence | packed
     max_length: int = 128
     max_train_examples: int | None = None
@@ -195,6 +198,14 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"training.ema_decay={t.ema_decay!r} is not valid; it must be in [0, 1)")
     if t.eval_every > 0 and not data.valid_file:
         raise ConfigError("training.eval_every > 0 needs data.valid_file")
+    if data.target_window is not None:
+        if data.source_field is None:
+            raise ConfigError("data.target_window needs source/target pairs; allowed: with data.source_field")
+        if not 2 <= data.target_window <= data.max_length - 3:
+            raise ConfigError(
+                f"data.target_window={data.target_window} is not valid; allowed: 2 <= target_window <= "
+                f"data.max_length - 3 = {data.max_length - 3} (room for [CLS], a source token and [SEP])"
+            )
 
 
 # What a YAML value may be for each field type (an int is a fine float; a number is a fine string).

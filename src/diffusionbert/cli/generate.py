@@ -30,7 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", help="the model's own by default (ancestral)")
     p.add_argument("--steps", type=positive_int, default=64, help="denoising steps")
     p.add_argument(
-        "--length", type=positive_int, default=48, help="target window (a [SEP] ends a text earlier)"
+        "--length",
+        type=positive_int,
+        help="target window (a [SEP] ends a text earlier); default: the model's data.target_window, else 48",
     )
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0)

@@ -14,7 +14,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="model directory (a run's final/ or a checkpoint)")
     p.add_argument("--num-samples", type=int, default=8)
     p.add_argument(
-        "--length", type=int, default=32, help="generated positions (a [SEP] may end a text earlier)"
+        "--length",
+        type=int,
+        help="generated positions (a [SEP] may end a text earlier); default 32, with --source the model's "
+        "data.target_window when it has one",
     )
     p.add_argument("--steps", type=int, default=64, help="denoising steps (network calls at most)")
     p.add_argument(
@@ -45,7 +48,7 @@ def run(args: argparse.Namespace) -> None:
     loaded = load_model_dir(args.checkpoint, device=default_device(args.device))
     out = pipeline_for(loaded)(
         num_samples=args.num_samples,
-        length=args.length,
+        length=args.length if args.length is not None else (args.source and loaded.target_window) or 32,
         steps=args.steps,
         sampler=args.sampler,
         prompt=args.prompt,

@@ -42,6 +42,7 @@ def tokenize_dataset(
     layout: str = "sentence",
     max_length: int | None = 128,
     *,
+    target_window: int | None = None,
     batch_size: int = 1000,
     num_proc: int | None = None,
 ) -> TokenizedDataset:
@@ -56,6 +57,8 @@ def tokenize_dataset(
       Pair datasets (``source``/``target`` columns) become ``[CLS] source [SEP] target [SEP]`` — the same ids
       as the tokenizer's pair encoding — and truncation drops tokens from the end of the *source* first (the
       target is what is generated and scored); only if the target alone does not fit is it cut as well.
+      With ``target_window`` W the target takes exactly W positions: cut to W - 1 tokens if longer, then
+      filled with ``[SEP]`` (at least one), and the source is cut to what is left of ``max_length``.
     * ``"packed"`` — every example is encoded ``[CLS] text [SEP]`` without truncation, all ids are
       concatenated in dataset order and cut into chunks of exactly ``max_length``; the incomplete tail (fewer
       than ``max_length`` tokens) is dropped. The concatenation is built in memory (one int32 per token).
@@ -99,6 +102,10 @@ def tokenize_dataset(
         )
     if pairs and layout == "packed":
         raise ConfigError("layout='packed' does not support source/target pairs; use layout='sentence'")
+    if target_window is not None and (not pairs or max_length is None or target_window > max_length - 3):
+        raise ConfigError(
+            f"target_window={target_window} needs source/target pairs and max_length >= target_window + 3"
+        )
 
     encode = _encode_pairs if pairs else _encode_sentences
     features = datasets.Features(
@@ -116,7 +123,11 @@ def tokenize_dataset(
         num_proc=num_proc,
         remove_columns=dataset.column_names,
         features=features,
-        fn_kwargs={"tokenizer": tokenizer, "max_length": None if layout == "packed" else max_length},
+        fn_kwargs={
+            "tokenizer": tokenizer,
+            "max_length": None if layout == "packed" else max_length,
+            **({"target_window": target_window} if pairs else {}),
+        },
         desc=f"Tokenising ({layout})",
     )
     num_truncated = int(pc.sum(encoded.data.column("truncated")).as_py() or 0)
@@ -156,26 +167,33 @@ def _encode_sentences(
 
 
 def _encode_pairs(
-    batch: dict[str, list[str]], tokenizer: PreTrainedTokenizerBase, max_length: int | None
+    batch: dict[str, list[str]],
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int | None,
+    target_window: int | None = None,
 ) -> dict[str, list[Any]]:
-    """Batched map: ``[CLS] source [SEP] target [SEP]``, source truncated first, noise from the target on.
+    """Batched map: ``[CLS] source [SEP] target [SEP]``, source truncated first, noise from the target on;
+    with ``target_window`` the target part is cut or filled with ``[SEP]`` to exactly that many tokens.
 
     ``n_words`` counts the *target* words only: the source is given, not modelled.
     """
     budget = None if max_length is None else max_length - 3
+    target_budget = budget if target_window is None else target_window - 1
     sources = _encode_plain(tokenizer, batch["source"], budget)
-    targets = _encode_plain(tokenizer, batch["target"], budget)
+    targets = _encode_plain(tokenizer, batch["target"], target_budget)
     cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
     out: dict[str, list[Any]] = {"input_ids": [], "noise_start": [], "n_words": [], "truncated": []}
     for src, tgt, text in zip(sources, targets, batch["target"], strict=True):
-        truncated = budget is not None and len(src) + len(tgt) > budget
-        target_cut = budget is not None and len(tgt) > budget
+        target_cut = target_budget is not None and len(tgt) > target_budget
+        if target_budget is not None:
+            tgt = tgt[:target_budget]
+        ending = [sep_id] * (1 if target_window is None else target_window - len(tgt))
+        truncated = budget is not None and (target_cut or len(src) + len(tgt) + len(ending) > budget + 1)
         if budget is not None:
-            tgt = tgt[:budget]
-            src = src[: budget - len(tgt)]
-        out["input_ids"].append([cls_id, *src, sep_id, *tgt, sep_id])
+            src = src[: budget + 1 - len(tgt) - len(ending)]
+        out["input_ids"].append([cls_id, *src, sep_id, *tgt, *ending])
         out["noise_start"].append(len(src) + 2)
-        out["n_words"].append(_scored_words(tokenizer, text, budget if target_cut else None))
+        out["n_words"].append(_scored_words(tokenizer, text, target_budget if target_cut else None))
         out["truncated"].append(truncated)
     return out
 

@@ -21,6 +21,9 @@ from ..sampling import pipeline_for
 from ..utils.runtime import default_device
 from .conditional import ConditionalScores, group_references, mbr_select, score_conditional
 
+DEFAULT_LENGTH = 48
+"""Target positions for a model trained without a fixed target window (E2E references average ~28 tokens)."""
+
 
 @dataclass(frozen=True)
 class Generation:
@@ -59,7 +62,7 @@ def generate_file(
     max_sources: int | None = None,
     sampler: str | None = None,
     steps: int = 64,
-    length: int = 48,
+    length: int | None = None,
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
@@ -73,11 +76,13 @@ def generate_file(
     ``samples_per_source`` (K) samples are drawn per source; the text kept is the first, or with ``mbr``
     the minimum-Bayes-risk one (K >= 2). With ``reference_field`` the texts are scored against all
     references of their source (and the K samples' diversity when K >= 2); ``e2e`` adds the slot error
-    rate, the sources being E2E meaning representations. ``length`` is the target window: a generated
-    ``[SEP]`` ends a text earlier.
+    rate, the sources being E2E meaning representations. ``length`` is the target window (default: the
+    model's ``data.target_window``, else :data:`DEFAULT_LENGTH`): a generated ``[SEP]`` ends a text earlier.
     """
     _check_request(samples_per_source, mbr, e2e, reference_field, max_sources)
-    pipe = pipeline_for(load_model_dir(checkpoint, device=default_device(device)))
+    loaded = load_model_dir(checkpoint, device=default_device(device))
+    length = length if length is not None else loaded.target_window or DEFAULT_LENGTH
+    pipe = pipeline_for(loaded)
     pipe.resolve_sampler(sampler)  # a wrong sampler fails before the data is read
     rows = load_texts(data, source_field, target_field=reference_field) if reference_field else None
     if rows is None:

@@ -131,7 +131,9 @@ def _load_split(
         texts = load_texts(path, cfg.data.field)
     if limit is not None and limit < len(texts):
         texts = texts.select(range(limit))
-    return tokenize_dataset(texts, tokenizer, cfg.data.layout, cfg.data.max_length)
+    return tokenize_dataset(
+        texts, tokenizer, cfg.data.layout, cfg.data.max_length, target_window=cfg.data.target_window
+    )
 
 
 def _shard_rows(batch_size: int, world: int, rank: int, accum: int) -> list[slice]:
