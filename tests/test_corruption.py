@@ -2,6 +2,7 @@ import torch
 
 from diffusionbert.diffusion.corruption import (
     group_mass,
+    mask_sources,
     mask_tokens,
     reverse_stay,
     reverse_step,
@@ -86,3 +87,12 @@ def test_reverse_stay_from_group_masses_is_reverse_steps_stay():
         reverse_stay(group_mass(log_p.exp(), None), one, rows), reverse_step(log_p, one, rows).log_stay
     )
     assert bool((reverse_stay(mass, torch.ones(2, 3, dtype=torch.float64), rows) == float("-inf")).all())
+
+
+def test_mask_sources_hides_exactly_the_source_of_the_chosen_rows():
+    cls, sep, mask = 2, 3, 4
+    x = torch.tensor([[cls, 10, 11, sep, 20, 21, sep], [cls, 12, sep, 22, sep, 0, 0]])
+    hidden = mask_sources(x, torch.tensor([True, False]), sep, mask)
+    assert hidden.tolist() == [[cls, mask, mask, sep, 20, 21, sep], [cls, 12, sep, 22, sep, 0, 0]]
+    both = mask_sources(x, torch.tensor([True, True]), sep, mask)
+    assert both[1].tolist() == [cls, mask, sep, 22, sep, 0, 0]  # the target, its [SEP]s and padding stay

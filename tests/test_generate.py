@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from diffusionbert.cli.main import main
@@ -171,3 +172,62 @@ def test_a_target_window_is_recorded_and_sets_the_generated_length(pair_model, t
         path, _ = tiny_config(data={"train_file": str(data), "field": "ref", "max_length": 32, **bad})
         with pytest.raises(ConfigError, match=message):
             load_config(path)
+
+
+def test_source_dropout_hides_whole_sources_in_training_and_enables_guidance(
+    pair_model, tiny_config, monkeypatch, capsys
+):
+    from diffusionbert.training import trainer as trainer_module
+
+    _, data = pair_model
+    seen = []
+    real_terms = trainer_module.denoiser_terms
+
+    def spy(model, objective, x0, attention_mask, corrupted):
+        seen.append((x0.clone(), corrupted.x_t.clone()))
+        return real_terms(model, objective, x0, attention_mask, corrupted)
+
+    monkeypatch.setattr(trainer_module, "denoiser_terms", spy)
+    path, out = tiny_config(
+        data={
+            "train_file": str(data),
+            "valid_file": None,
+            "source_field": "mr",
+            "field": "ref",
+            "max_length": 32,
+        },
+        diffusion={"schedule": "linear", "num_steps": 32},
+        training={"max_steps": 3, "save_every": 0, "eval_every": 0, "source_dropout": 0.5},
+    )
+    train(load_config(path), progress=False)
+    tokenizer = load_tokenizer(out / "final")
+    hidden, shown = 0, 0
+    for x0, x_t in (pair for batch in seen for pair in zip(*batch, strict=True)):
+        sep = int((x0 == tokenizer.sep_token_id).nonzero()[0])
+        source = x_t[1:sep]
+        if bool((source == tokenizer.mask_token_id).all()):
+            hidden += 1
+        else:
+            assert torch.equal(source, x0[1:sep])  # a source is hidden whole or not at all
+            shown += 1
+    assert hidden and shown  # 12 rows at probability 0.5
+    assert json.loads((out / "final" / "diffusion.json").read_text())["data"]["source_dropout"] == 0.5
+    common = ["generate", "--checkpoint", str(out / "final"), "--data", str(data), "--source-field", "mr"]
+    code, stdout, err = _cli(capsys, *common, "--steps", "4", "--length", "6", "--guidance", "2")
+    assert code == 0 and len(stdout.splitlines()) == 3, err
+    final, _ = pair_model
+    code, _, err = _cli(
+        capsys,
+        "generate",
+        "--checkpoint",
+        str(final),
+        "--data",
+        str(data),
+        "--source-field",
+        "mr",
+        "--guidance",
+        "2",
+        "--steps",
+        "4",
+    )
+    assert code == 2 and "training.source_dropout > 0" in err and err.strip().count("\n") == 0

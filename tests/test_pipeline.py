@@ -13,6 +13,7 @@ from diffusionbert.diffusion.schedules import LinearSchedule
 from diffusionbert.errors import CheckpointError, ConfigError
 from diffusionbert.methods import build_objective
 from diffusionbert.sampling import SAMPLERS, DiffusionPipeline, build_sampler
+from diffusionbert.sampling.pipeline import guided_logits
 from diffusionbert.testing import build_tiny_tokenizer, tiny_model
 
 WORDS = ["the", "a", "cat", "dog", "sat", "on", "mat", "ran", "to", "house", "big", "small", "red"]
@@ -228,3 +229,28 @@ def test_bad_source_lists_are_one_line_errors(pipe: DiffusionPipeline):
     one_line_error(ConfigError, "a source in the list is empty", lambda: pipe(1, 4, 2, source=[]))
     long_source = " ".join(["cat"] * 70)
     one_line_error(ConfigError, "more than the model's", lambda: pipe(1, 4, 2, source=long_source))
+
+
+def test_guided_logits_sharpen_towards_the_source_and_keep_forbidden_tokens():
+    conditional = torch.tensor([[0.0, 1.0, float("-inf")]])
+    unconditional = torch.tensor([[1.0, 0.0, float("-inf")]])
+    assert guided_logits(conditional, unconditional, 2.0).tolist() == [[-2.0, 3.0, float("-inf")]]
+    assert torch.equal(guided_logits(conditional, unconditional, 0.0), conditional)
+
+
+def test_guidance_contrasts_the_source_with_a_hidden_one(tokenizer):
+    pipe = make_pipeline(tokenizer, source_dropout=0.1)
+    request = {"num_samples": 4, "length": 6, "steps": 4, "source": ["a red dog ran", "the cat"], "seed": 2}
+    plain = pipe(**request)
+    assert torch.equal(pipe(**request, guidance=0.0).token_ids, plain.token_ids)
+    guided = pipe(**request, guidance=2000.0)  # the random tiny model barely attends to its source
+    assert not torch.equal(guided.token_ids, plain.token_ids)
+    assert torch.equal(guided.token_ids[:, :6], plain.token_ids[:, :6])  # [CLS] and the sources are kept
+    one_line_error(ConfigError, "guidance=-1.0 is not valid", lambda: pipe(**request, guidance=-1.0))
+    one_line_error(ConfigError, "allowed: guidance with source=", lambda: pipe(2, 6, 4, guidance=1.0))
+    no_dropout = make_pipeline(tokenizer)
+    one_line_error(
+        ConfigError,
+        "needs a model trained with training.source_dropout > 0",
+        lambda: no_dropout(**request, guidance=1.0),
+    )

@@ -237,6 +237,9 @@ def test_output_dir_with_checkpoints_needs_resume(tiny_config):
         ("diffusion.objective=mdlm", "diffusion.schedule='spindle' contradicts diffusion.objective='mdlm'"),
         ("model.time_conditioning=layer", "model.time_conditioning='layer' is not valid"),
         ("training.batch_size=7", "training.batch_size=7"),
+        ("training.source_dropout=0.5", "training.source_dropout > 0 needs source/target pairs"),
+        ("training.source_dropout=1.0", "training.source_dropout=1.0 is not valid"),
+        ("data.target_window=8", "data.target_window needs source/target pairs"),
     ],
 )
 def test_bad_config_is_one_line_and_nonzero(tiny_config, override, message):

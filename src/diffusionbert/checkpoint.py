@@ -56,6 +56,7 @@ def save_model_dir(
         "layout": cfg.data.layout,
         "max_length": cfg.data.max_length,
         "target_window": cfg.data.target_window,
+        "source_dropout": cfg.training.source_dropout,
     }
     write_json(
         directory / DIFFUSION_FILE,
@@ -138,6 +139,8 @@ class LoadedModel:
     """True: trained on source/target pairs; False: on plain texts; None: not recorded (older directories)."""
     target_window: int | None = None
     """The target positions a pair model was trained with (``data.target_window``), if fixed."""
+    source_dropout: float | None = None
+    """How often its source was hidden in training (``training.source_dropout``); None: not recorded."""
 
     @property
     def method(self) -> Method:
@@ -191,6 +194,7 @@ def load_model_dir(directory: str | Path, device: torch.device | str | None = No
         counts,
         data.get("pairs"),
         data.get("target_window"),
+        data.get("source_dropout"),
     )
 
 

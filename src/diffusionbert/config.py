@@ -99,6 +99,9 @@ class TrainingConfig:
     save_every: int = 200
     keep_last: int = 2
     log_every: int = 10
+    # pairs only: the probability that a row's source is shown as [MASK]s (LLaDA's unsupervised
+    # classifier-free guidance), so the model also generates without it and guidance can contrast the two
+    source_dropout: float = 0.0
     # a batch whose loss or gradient is not finite is skipped; this many in a row stop the run (diverged)
     max_nonfinite_in_row: int = 5
 
@@ -194,6 +197,12 @@ def _validate(cfg: Config) -> None:
         ("training.save_every", t.save_every),
     ):
         _check_positive(name, value, allow_zero=True)
+    if not 0.0 <= t.source_dropout < 1.0:
+        raise ConfigError(f"training.source_dropout={t.source_dropout!r} is not valid; it must be in [0, 1)")
+    if t.source_dropout > 0 and data.source_field is None:
+        raise ConfigError(
+            "training.source_dropout > 0 needs source/target pairs; allowed: with data.source_field"
+        )
     if not 0.0 <= t.ema_decay < 1.0:
         raise ConfigError(f"training.ema_decay={t.ema_decay!r} is not valid; it must be in [0, 1)")
     if t.eval_every > 0 and not data.valid_file:

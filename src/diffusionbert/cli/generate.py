@@ -37,6 +37,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument(
+        "--guidance", type=float, default=0.0, help="classifier-free guidance weight (a source-dropout model)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--batch-size", type=positive_int, default=32, help="rows per network call, across sources"
@@ -70,6 +73,7 @@ def run(args: argparse.Namespace) -> None:
         temperature=args.temperature,
         top_k=args.top_k,
         top_p=args.top_p,
+        guidance=args.guidance,
         seed=args.seed,
         batch_size=args.batch_size,
         device=args.device,

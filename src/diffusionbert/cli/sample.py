@@ -30,6 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     group.add_argument("--infill", help="text with [MASK] placeholders; only those are generated")
     group.add_argument("--source", help="seq2seq source; the target is generated (pair-trained models)")
     p.add_argument("--top-k", type=int, default=0)
+    p.add_argument(
+        "--guidance", type=float, default=0.0, help="classifier-free guidance weight, with --source"
+    )
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
@@ -58,6 +61,7 @@ def run(args: argparse.Namespace) -> None:
         temperature=args.temperature,
         top_k=args.top_k,
         top_p=args.top_p,
+        guidance=args.guidance,
         seed=args.seed,
         batch_size=args.batch_size,
         progress=not args.no_progress,

@@ -23,6 +23,15 @@ def mask_tokens(
     return torch.where(masked, torch.full_like(x0, mask_id), x0)
 
 
+def mask_sources(x: Tensor, rows: Tensor, sep_id: int, mask_id: int) -> Tensor:
+    """``x`` [B, L] of pair rows ``[CLS] source [SEP] target …`` with the source of the ``rows`` [B] (bool)
+    written as [MASK]: the unconditional input that source dropout trains and guidance contrasts with."""
+    positions = torch.arange(x.shape[1], device=x.device)
+    first_sep = (x == sep_id).long().argmax(-1, keepdim=True)  # the separator: a source holds no [SEP]
+    source = (positions >= 1) & (positions < first_sep) & rows[:, None]
+    return x.masked_fill(source, mask_id)
+
+
 def unmask_probability(alpha_s: Tensor, alpha_t: Tensor) -> Tensor:
     """u = (α_s − α_t) / (1 − α_t): probability that a token masked at t is revealed by time s < t.
 

@@ -66,6 +66,7 @@ def generate_file(
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
+    guidance: float = 0.0,
     seed: int = 0,
     batch_size: int = 32,
     device: str | torch.device | None = None,
@@ -78,6 +79,7 @@ def generate_file(
     references of their source (and the K samples' diversity when K >= 2); ``e2e`` adds the slot error
     rate, the sources being E2E meaning representations. ``length`` is the target window (default: the
     model's ``data.target_window``, else :data:`DEFAULT_LENGTH`): a generated ``[SEP]`` ends a text earlier.
+    ``guidance`` is classifier-free guidance (a model trained with ``training.source_dropout`` > 0).
     """
     _check_request(samples_per_source, mbr, e2e, reference_field, max_sources)
     loaded = load_model_dir(checkpoint, device=default_device(device))
@@ -104,6 +106,7 @@ def generate_file(
         temperature=temperature,
         top_k=top_k,
         top_p=top_p,
+        guidance=guidance,
         seed=seed,
         batch_size=batch_size,
         progress=progress,

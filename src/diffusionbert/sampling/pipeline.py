@@ -17,13 +17,16 @@ generated positions, or a seq2seq ``source`` in the pair layout ``[CLS] source [
 the target is generated. A list of sources is decoded in one call, ``num_samples`` per source, batched across
 sources: rows are right-padded with ``[PAD]`` to the longest and the network sees them through an attention
 mask (``x != [PAD]``, exact: the denoiser puts zero mass on ``[PAD]``, so no generated token is one).
-Each sample draws from its own generator (derived from ``seed`` and its index), so results do not depend on
-``batch_size``. With a time-agnostic model (``time_conditioning='none'``) a row's
+With ``guidance`` w > 0 (classifier-free guidance, for a model trained with source dropout) every call also
+runs the network on the rows with their source shown as [MASK]s and uses ``cond + w * (cond - uncond)``
+(:func:`guided_logits`); each call then costs two forward passes. Each sample draws from its own generator
+(derived from ``seed`` and its index), so results do not depend on ``batch_size``. With a time-agnostic model (``time_conditioning='none'``) a row's
 logits are reused while its x_t is unchanged, and NFE counts only real network calls.
 """
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,6 +39,7 @@ from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
 from ..checkpoint import LoadedModel, load_model_dir
+from ..diffusion.corruption import mask_sources
 from ..diffusion.objectives import Objective
 from ..errors import CheckpointError, ConfigError
 from ..methods import DENOISE, LEFT_TO_RIGHT, objective_from_config
@@ -45,6 +49,14 @@ from .left_to_right import generate_left_to_right
 from .loop import DenoiseResult, denoise
 from .output import SampleOutput
 from .samplers import Sampler, build_sampler
+
+
+def guided_logits(conditional: Tensor, unconditional: Tensor, weight: float) -> Tensor:
+    """Classifier-free guidance on logits: ``cond + w * (cond - uncond)``, i.e. p ∝ p_cond^(1+w) / p_uncond^w
+    before normalisation (w = 0: the conditional model unchanged). Tokens the denoiser forbids (logit −inf in
+    both) stay at −inf instead of becoming NaN."""
+    guided = conditional + weight * (conditional - unconditional)
+    return torch.where(torch.isneginf(conditional), conditional, guided)
 
 
 @dataclass(frozen=True)
@@ -133,11 +145,13 @@ class DiffusionPipeline(_Pipeline):
         device: torch.device | str | None = None,
         use_cache: bool = True,
         trained_on_pairs: bool | None = None,
+        source_dropout: float | None = None,
     ) -> None:
         """``use_cache=False`` turns off logits reuse for time-agnostic models (a reference for benchmarks).
 
         ``trained_on_pairs`` (from the model directory) makes a ``source`` for a model trained on plain
-        texts an error; None (not recorded) allows it."""
+        texts an error; None (not recorded) allows it. ``source_dropout`` (how often the model saw its source
+        hidden in training) must be positive for ``guidance``."""
         if objective.mask_id != tokenizer.mask_token_id:
             raise ConfigError(
                 f"objective mask_id={objective.mask_id} differs from the tokenizer's mask_token_id="
@@ -153,6 +167,7 @@ class DiffusionPipeline(_Pipeline):
         self.objective = objective
         self.use_cache = use_cache
         self.trained_on_pairs = trained_on_pairs
+        self.source_dropout = source_dropout
 
     @classmethod
     def _from_loaded(cls, loaded: LoadedModel, device: torch.device | str | None) -> DiffusionPipeline:
@@ -161,7 +176,12 @@ class DiffusionPipeline(_Pipeline):
             loaded.diffusion_cfg, loaded.tokenizer.mask_token_id, loaded.token_counts
         )
         return cls(
-            loaded.model, loaded.tokenizer, objective, device, trained_on_pairs=loaded.trained_on_pairs
+            loaded.model,
+            loaded.tokenizer,
+            objective,
+            device,
+            trained_on_pairs=loaded.trained_on_pairs,
+            source_dropout=loaded.source_dropout,
         )
 
     @property
@@ -187,13 +207,15 @@ class DiffusionPipeline(_Pipeline):
         batch_size: int = 32,
         return_trajectory: bool = False,
         progress: bool = False,
+        guidance: float = 0.0,
     ) -> SampleOutput:
         """Generate ``num_samples`` texts of ``length`` generated positions in ``steps`` steps.
 
         ``sampler`` is a name (built with ``temperature``/``top_k``/``top_p``; default ``ancestral``) or a
         :class:`Sampler` object carrying its own options. With ``infill`` the template fixes the length and
         ``length`` is ignored. With a list of sources, ``num_samples`` texts are generated for each, and the
-        output holds them source after source (``num_samples * len(source)`` rows).
+        output holds them source after source (``num_samples * len(source)`` rows). ``guidance`` w > 0
+        sharpens the texts towards their source (see the module doc).
         """
         check_sample_request(num_samples, batch_size, seed)
         sampler = self._sampler(sampler or self.default_sampler, temperature, top_k, top_p)
@@ -204,12 +226,24 @@ class DiffusionPipeline(_Pipeline):
         layout = _Layout.stack(
             [self._layout(length, prompt, infill, one) for one in sources], self.tokenizer.pad_token_id
         )
-        padded = bool((layout.ids == self.tokenizer.pad_token_id).any())
+        self._check_guidance(guidance, source)
+        tok = self.tokenizer
+        padded = bool((layout.ids == tok.pad_token_id).any())
         cache = self.use_cache and self.time_conditioning == "none"
 
         def call_model(x: Tensor, time: Tensor, positions: Tensor) -> Tensor:
-            attention_mask = (x != self.tokenizer.pad_token_id).long() if padded else None
-            return self.model(input_ids=x, attention_mask=attention_mask, t=time, positions=positions).logits
+            attention_mask = (x != tok.pad_token_id).long() if padded else None
+            logits = self.model(
+                input_ids=x, attention_mask=attention_mask, t=time, positions=positions
+            ).logits
+            if not guidance:
+                return logits
+            every_row = torch.ones_like(x[:, 0], dtype=torch.bool)
+            hidden = mask_sources(x, every_row, tok.sep_token_id, tok.mask_token_id)
+            unconditional = self.model(
+                input_ids=hidden, attention_mask=attention_mask, t=time, positions=positions
+            )
+            return guided_logits(logits, unconditional.logits, guidance)
 
         total = num_samples * len(sources)
         template = torch.arange(total, device=self.device) // num_samples  # the source of each output row
@@ -250,6 +284,18 @@ class DiffusionPipeline(_Pipeline):
             nfe=torch.cat([r.nfe for r in results]).tolist(),
             trajectories=torch.cat([r.trajectory for r in results]).cpu() if return_trajectory else None,
         )
+
+    def _check_guidance(self, guidance: float, source: str | Sequence[str] | None) -> None:
+        """Guidance needs a source and a model that learned to generate without one."""
+        if guidance < 0 or not math.isfinite(guidance):
+            raise ConfigError(f"guidance={guidance} is not valid; allowed: a finite number >= 0")
+        if guidance and not source:
+            raise ConfigError("guidance contrasts a source with none; allowed: guidance with source=")
+        if guidance and not self.source_dropout:
+            raise ConfigError(
+                f"guidance={guidance} needs a model trained with training.source_dropout > 0 (this one: "
+                f"{self.source_dropout}); without it the model never saw a hidden source"
+            )
 
     def resolve_sampler(self, sampler: str | None) -> str:
         """The name of the sampler a call with ``sampler`` uses (default ``ancestral``), checked to suit the
@@ -379,7 +425,7 @@ class AutoregressivePipeline(_Pipeline):
         *,
         prompt: str | None = None,
         infill: str | None = None,
-        source: str | None = None,
+        source: str | Sequence[str] | None = None,
         temperature: float = 1.0,
         top_k: int = 0,
         top_p: float = 1.0,
@@ -387,11 +433,11 @@ class AutoregressivePipeline(_Pipeline):
         batch_size: int = 32,
         return_trajectory: bool = False,
         progress: bool = False,
+        guidance: float = 0.0,
     ) -> SampleOutput:
         """Generate ``num_samples`` texts of at most ``length`` tokens, one token at a time."""
-        given = [
-            name for name, value in (("prompt", prompt), ("infill", infill), ("source", source)) if value
-        ]
+        conditioning = (("prompt", prompt), ("infill", infill), ("source", source), ("guidance", guidance))
+        given = [name for name, value in conditioning if value]
         given += ["return_trajectory"] if return_trajectory else []
         if given:
             raise ConfigError(

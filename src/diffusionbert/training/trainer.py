@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Iterator
@@ -35,6 +36,7 @@ from ..data import (
     make_dataloader,
     tokenize_dataset,
 )
+from ..diffusion.corruption import mask_sources
 from ..diffusion.objectives import Objective
 from ..errors import ConfigError, DataError, DiffusionBertError, TrainingError
 from ..methods import build_model, check_config, get_method, needs_token_counts, objective_from_config
@@ -424,6 +426,11 @@ class Trainer:
         attention_mask = batch["attention_mask"].to(acc.device)
         noise_mask = batch["noise_mask"].to(acc.device)
         corrupted = self.objective.corrupt(x0, noise_mask, self.generator)  # identical on every process
+        if t.source_dropout > 0:  # drawn from the same generator, so also identical on every process
+            dropped = torch.rand(x0.shape[0], generator=self.generator, device=acc.device) < t.source_dropout
+            tok = self.tokenizer
+            x_t = mask_sources(corrupted.x_t, dropped, tok.sep_token_id, tok.mask_token_id)
+            corrupted = dataclasses.replace(corrupted, x_t=x_t)
         n_tokens = int(noise_mask.sum())
         scale = acc.num_processes / max(n_tokens, 1)  # DDP averages gradients over processes
         micro_batches = _shard_rows(x0.shape[0], acc.num_processes, acc.process_index, t.grad_accum)
