@@ -86,14 +86,14 @@ def generate_file(
     length = length if length is not None else loaded.target_window or DEFAULT_LENGTH
     pipe = pipeline_for(loaded)
     pipe.resolve_sampler(sampler)  # a wrong sampler fails before the data is read
-    rows = load_texts(data, source_field, target_field=reference_field) if reference_field else None
-    if rows is None:
-        sources = list(dict.fromkeys(str(t) for t in load_texts(data, source_field)["text"]))
-        references = None
-    else:
+    references: list[list[str]] | None = None
+    if reference_field:
+        rows = load_texts(data, source_field, target_field=reference_field)
         sources, references = group_references(
             [str(s) for s in rows["source"]], [str(t) for t in rows["target"]]
         )
+    else:
+        sources = list(dict.fromkeys(str(t) for t in load_texts(data, source_field)["text"]))
     if max_sources is not None:
         sources = sources[:max_sources]
         references = references[:max_sources] if references is not None else None
