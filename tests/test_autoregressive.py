@@ -304,3 +304,67 @@ def test_left_to_right_sampling_draws_the_models_sequence_distribution() -> None
     assert again.texts == out.texts[:7]  # the draws of a sample do not depend on the batch
     with pytest.raises(ConfigError, match="length=64 is not valid"):
         generate_left_to_right(model, tokenizer, 1, 64)
+
+
+def _full_next_log_p(model: CausalLMForComparison, ids: list[int]) -> torch.Tensor:
+    """log p(next | ids) from one uncached forward over the unpadded sequence."""
+    row = torch.tensor([ids])
+    last = torch.zeros_like(row, dtype=torch.bool)
+    last[0, -1] = True
+    with torch.no_grad():
+        return torch.log_softmax(model(row, positions=last).logits[0].float(), -1)
+
+
+def test_the_key_value_cache_gives_the_uncached_distributions_for_left_padded_prefixes() -> None:
+    from diffusionbert.sampling.left_to_right import _CachedRows
+
+    model = tiny_causal_model(seed=3).eval()
+    prefixes = [[2, 10, 11, 12, 3], [2, 20, 3], [2]]
+    with torch.no_grad():
+        rows = _CachedRows(model, prefixes, pad_id=0)
+        for row, prefix in enumerate(prefixes):
+            torch.testing.assert_close(rows.log_p[row], _full_next_log_p(model, prefix), atol=1e-5, rtol=0)
+        rows.extend(torch.tensor([30, 31, 32]))
+        grown = [[*prefix, token] for prefix, token in zip(prefixes, [30, 31, 32], strict=True)]
+        rows.keep(torch.tensor([2, 0, 0]))  # drop a row, copy another (what beam search does)
+        rows.extend(torch.tensor([40, 41, 42]))
+        for row, (source, token) in enumerate(zip([2, 0, 0], [40, 41, 42], strict=True)):
+            expected = _full_next_log_p(model, [*grown[source], token])
+            torch.testing.assert_close(rows.log_p[row], expected, atol=1e-5, rtol=0)
+
+
+def test_beam_search_finds_the_best_hypothesis_that_enumeration_finds() -> None:
+    """With more beams than hypotheses, beam search is exhaustive: it must return the best length-normalised
+    log-probability over every text of at most 3 tokens; one beam is greedy decoding."""
+    import itertools
+
+    from diffusionbert.sampling import generate_left_to_right
+
+    tokenizer = build_tiny_tokenizer(["a", "b"])
+    sep = tokenizer.sep_token_id
+    for seed in range(3):
+        model = tiny_causal_model(tokenizer=tokenizer, seed=seed).eval()
+        words = [v for v in _allowed(model) if v != sep]
+        best: tuple[float, list[int]] = (float("-inf"), [])
+        for size in range(4):
+            for text in itertools.product(words, repeat=size):
+                log_p, prefix = 0.0, [tokenizer.cls_token_id]
+                for token in [*text, sep][:3]:
+                    log_p += float(_full_next_log_p(model, prefix)[token])
+                    prefix.append(token)
+                best = max(best, (log_p / len(prefix[1:]), list(prefix[1:])))
+        out = generate_left_to_right(model, tokenizer, 1, 3, sampler="beam:200")
+        found = out.token_ids[0, 1:].tolist()
+        assert found[: len(best[1])] == best[1]
+        greedy = generate_left_to_right(model, tokenizer, 1, 3, sampler="greedy")
+        assert generate_left_to_right(model, tokenizer, 1, 3, sampler="beam:1").texts == greedy.texts
+    for sampler, kwargs, message in [
+        ("beam:0", {}, "no valid beam count"),
+        ("beam", {"num_samples": 2}, "one text per source"),
+        ("greedy", {"temperature": 0.5}, "with sampler 'autoregressive'"),
+        ("ancestral", {}, "does not apply to an autoregressive model"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            generate_left_to_right(
+                model, tokenizer, kwargs.pop("num_samples", 1), 3, sampler=sampler, **kwargs
+            )

@@ -25,6 +25,7 @@ from ..config import Config, load_config
 from ..errors import ConfigError
 from ..evaluation import EvaluationReport, evaluate_file
 from ..training import train_or_reuse
+from ..utils.io import atomic_file
 from ..utils.runtime import machine_description
 
 LOWER_IS_BETTER = {"ppl_word": True, "nats_token": True, "bleu": False, "self_bleu": True, "gen_ppl": True}
@@ -100,7 +101,7 @@ class Plan:
         raise ConfigError(f"row {name!r} is not in the plan; rows: {', '.join(r.name for r in self.rows)}")
 
 
-def _build(cls: type, raw: Any, where: str) -> Any:
+def build_dataclass(cls: type, raw: Any, where: str) -> Any:
     """A frozen dataclass from a YAML mapping, rejecting unknown keys by name."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{where} must be a mapping, got {type(raw).__name__}")
@@ -122,15 +123,17 @@ def load_plan(path: str | Path) -> Plan:
     rows = []
     for i, item in enumerate(raw.pop("rows", None) or []):
         paper = item.pop("paper", None) if isinstance(item, dict) else None
-        row = _build(Row, item, f"rows[{i}]")
+        row = build_dataclass(Row, item, f"rows[{i}]")
         if paper is not None:
-            row = Row(**{**asdict(row), "paper": _build(PaperNumbers, paper, f"rows[{i}].paper")})
+            row = Row(**{**asdict(row), "paper": build_dataclass(PaperNumbers, paper, f"rows[{i}].paper")})
         rows.append(row)
     if not rows:
         raise ConfigError(f"reproduction plan {path} has no rows")
-    claims = tuple(_build(Claim, c, f"claims[{i}]") for i, c in enumerate(raw.pop("claims", None) or []))
-    protocol = _build(Protocol, raw.pop("protocol", None), "protocol")
-    plan = _build(Plan, {**raw, "rows": rows, "claims": claims, "protocol": protocol}, str(path))
+    claims = tuple(
+        build_dataclass(Claim, c, f"claims[{i}]") for i, c in enumerate(raw.pop("claims", None) or [])
+    )
+    protocol = build_dataclass(Protocol, raw.pop("protocol", None), "protocol")
+    plan = build_dataclass(Plan, {**raw, "rows": rows, "claims": claims, "protocol": protocol}, str(path))
     if len(plan.convergence) < 2:
         raise ConfigError(f"reproduction plan {path}: convergence needs at least two rows")
     names = [r.name for r in plan.rows]
@@ -156,23 +159,29 @@ def row_config(plan: Plan, row: Row) -> Config:
 
 
 def train_rows(plan: Plan, progress: bool = True, device: str | None = None) -> None:
-    """Train every row in plan order; each row's training wall time accumulates in ``timing.json``."""
-    for index, row in enumerate(plan.rows):
-        cfg = row_config(plan, row)
-        print(f"[{index + 1}/{len(plan.rows)}] {row.name}: {row.label}")
+    """Train every row in plan order (see :func:`train_named`)."""
+    train_named([(row.name, row.label, row_config(plan, row)) for row in plan.rows], progress, device)
+
+
+def train_named(
+    runs: list[tuple[str, str, Config]], progress: bool = True, device: str | None = None
+) -> None:
+    """Train (or reuse, or resume) each ``(name, label, config)`` in order; each run's training wall time
+    accumulates in its ``timing.json``."""
+    for index, (name, label, cfg) in enumerate(runs):
+        print(f"[{index + 1}/{len(runs)}] {name}: {label}")
         started = time.perf_counter()
         if train_or_reuse(cfg, progress=progress, device=device):
             timing = Path(cfg.training.output_dir) / "timing.json"
             seconds = time.perf_counter() - started
             previous = json.loads(timing.read_text())["train_seconds"] if timing.is_file() else 0.0
-            _write_json(timing, {"train_seconds": previous + seconds})
+            write_json(timing, {"train_seconds": previous + seconds})
 
 
-def _write_json(path: Path, value: object) -> None:
+def write_json(path: Path, value: object) -> None:
     """Write JSON atomically: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=2), encoding="utf-8")
-    tmp.replace(path)
+    text = json.dumps(value, indent=2)
+    atomic_file(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
@@ -207,7 +216,7 @@ def evaluate_row(plan: Plan, row: Row, progress: bool = True, device: str | None
     stored = run / "evaluation.json"
     judge = Path(row_config(plan, plan.row(plan.judge)).training.output_dir) / "final"
     key = _evaluation_key(plan, cfg, judge) | {"sampler": row.sampler}
-    if (record := _stored(stored, key)) is not None:
+    if (record := stored_record(stored, key)) is not None:
         return RowResult(**{**record["result"], "samples": tuple(record["result"]["samples"])})
     started = time.perf_counter()
     report: EvaluationReport = evaluate_file(
@@ -239,9 +248,9 @@ def evaluate_row(plan: Plan, row: Row, progress: bool = True, device: str | None
         sample_steps=s.steps,
         samples=tuple(s.texts),
     )
-    _write_json(stored, {"key": key, "result": asdict(result)})
+    write_json(stored, {"key": key, "result": asdict(result)})
     batches = {"key": _evaluation_key(plan, cfg, None), "batch_nats_per_token": list(b.batch_nats_per_token)}
-    _write_json(run / "batch_bounds.json", batches)  # so batch_bounds need not evaluate the bound again
+    write_json(run / "batch_bounds.json", batches)  # so batch_bounds need not evaluate the bound again
     return result
 
 
@@ -256,11 +265,11 @@ def batch_bounds(plan: Plan, row: Row, progress: bool = True, device: str | None
     run = Path(cfg.training.output_dir)
     stored = run / "batch_bounds.json"
     key = _evaluation_key(plan, cfg, None)
-    if (record := _stored(stored, key)) is not None:
+    if (record := stored_record(stored, key)) is not None:
         return tuple(record["batch_nats_per_token"])
     report = evaluate_file(run / "final", **_bound_options(plan.protocol, progress, device))
     values = report.bound.batch_nats_per_token
-    _write_json(stored, {"key": key, "batch_nats_per_token": list(values)})
+    write_json(stored, {"key": key, "batch_nats_per_token": list(values)})
     return values
 
 
@@ -277,7 +286,7 @@ def _bound_options(p: Protocol, progress: bool, device: str | None) -> dict[str,
     }
 
 
-def _stored(path: Path, key: dict[str, object]) -> dict[str, Any] | None:
+def stored_record(path: Path, key: dict[str, object]) -> dict[str, Any] | None:
     """A stored JSON record if it was computed for ``key``, else None."""
     if not path.is_file():
         return None
@@ -288,7 +297,7 @@ def _stored(path: Path, key: dict[str, object]) -> dict[str, Any] | None:
 def _evaluation_key(plan: Plan, cfg: Config, judge: Path | None) -> dict[str, object]:
     """What a stored evaluation depends on: the protocol, the row's config and the weights it read."""
     run = Path(cfg.training.output_dir)
-    weights = [_written_at(run / "final")] + ([] if judge is None else [_written_at(judge)])
+    weights = [written_at(run / "final")] + ([] if judge is None else [written_at(judge)])
     return {
         "protocol": asdict(plan.protocol),
         "judge": plan.judge,
@@ -297,7 +306,7 @@ def _evaluation_key(plan: Plan, cfg: Config, judge: Path | None) -> dict[str, ob
     }
 
 
-def _written_at(model_dir: Path) -> int | None:
+def written_at(model_dir: Path) -> int | None:
     """When a model directory's weights were written (ns), so a retrained row is evaluated again."""
     weights = model_dir / "model.safetensors"
     return weights.stat().st_mtime_ns if weights.is_file() else None
@@ -381,7 +390,7 @@ def convergence_plot(plan: Plan, png: Path) -> None:
     plt.close(fig)
 
 
-def _preserved(path: Path) -> str:
+def preserved_discussion(path: Path) -> str:
     """The hand-written discussion of an existing results page (kept across regenerations)."""
     if not path.is_file():
         return "_(no discussion yet)_\n"
@@ -473,7 +482,7 @@ def results_page(
         "## Discussion",
         "",
         DISCUSSION_START,
-        _preserved(Path(plan.results)).rstrip("\n"),
+        preserved_discussion(Path(plan.results)).rstrip("\n"),
         DISCUSSION_END,
         "",
         "## Samples (first three of each row)",
@@ -506,7 +515,5 @@ def reproduce(
     page.parent.mkdir(parents=True, exist_ok=True)
     convergence_plot(plan, page.with_name("convergence.png"))
     text = results_page(plan, results, batches, machine_description(), str(plan_path))
-    tmp = page.with_name(f".{page.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(page)
+    atomic_file(page, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return page

@@ -27,7 +27,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--mbr", action="store_true", help="keep the minimum-Bayes-risk sample (BLEU) of the K")
     p.add_argument("--max-sources", type=positive_int, help="only the first N distinct sources")
-    p.add_argument("--sampler", help="the model's own by default (ancestral)")
+    p.add_argument(
+        "--sampler",
+        help="the model's own by default: ancestral (or cached | confidence | threshold | gibbs) for diffusion "
+        "models, autoregressive (or greedy | beam | beam:N) for AR models",
+    )
     p.add_argument("--steps", type=positive_int, default=64, help="denoising steps")
     p.add_argument(
         "--length",

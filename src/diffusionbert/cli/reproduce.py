@@ -16,6 +16,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plan", default="configs/reproduce.yaml", help="reproduction plan (YAML)")
     p.add_argument("--train-only", action="store_true", help="train the rows, evaluate nothing")
     p.set_defaults(func=run)
+    e2e = sub.add_parser(
+        "reproduce-e2e",
+        parents=model_options(),
+        help="train the E2E data-to-text models and score every decoder; writes docs/results-e2e.md",
+    )
+    e2e.add_argument("--plan", default="configs/reproduce-e2e.yaml", help="E2E reproduction plan (YAML)")
+    e2e.add_argument("--train-only", action="store_true", help="train the models, decode nothing")
+    e2e.set_defaults(func=run_e2e)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -23,3 +31,12 @@ def run(args: argparse.Namespace) -> None:
 
     page = reproduce(args.plan, progress=not args.no_progress, train_only=args.train_only, device=args.device)
     print("trained every row" if page is None else f"wrote {page}")
+
+
+def run_e2e(args: argparse.Namespace) -> None:
+    from ..apps.reproduce_e2e import reproduce_e2e
+
+    page = reproduce_e2e(
+        args.plan, progress=not args.no_progress, train_only=args.train_only, device=args.device
+    )
+    print("trained every model" if page is None else f"wrote {page}")

@@ -23,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--sampler",
         help="the model's own by default: ancestral for diffusion models (or cached | confidence | threshold | "
-        "gibbs), autoregressive (left to right, the only one) for AR models",
+        "gibbs), autoregressive for AR models (or greedy | beam | beam:N, left to right with a key-value cache)",
     )
     group = p.add_mutually_exclusive_group()
     group.add_argument("--prompt", help="fixed text right after [CLS]")

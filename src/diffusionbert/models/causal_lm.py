@@ -19,7 +19,8 @@ from pathlib import Path
 
 from huggingface_hub.dataclasses import strict
 from torch import Tensor
-from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.cache_utils import Cache
 from transformers.modeling_outputs import CausalLMOutput
 
 from .backbone import BackboneWrapperConfig, BackboneWrapperModel
@@ -88,6 +89,27 @@ class CausalLMForComparison(BackboneWrapperModel):
             input_ids=input_ids, attention_mask=attention_mask, use_cache=False
         )[0]
         return CausalLMOutput(logits=self._head_logits(hidden, positions))
+
+    def next_token_logits(
+        self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, cache: Cache | None = None
+    ) -> tuple[Tensor, Cache]:
+        """Logits [B, V] of the token after each row's last one, and the key-value ``cache`` grown by ``input_ids``.
+
+        The decoding step of a key-value cache: the first call passes whole prefixes (``cache`` None starts
+        one), each later call the newest token of every row. ``attention_mask`` [B, cached + new] covers
+        the cached and new tokens (0 at left padding) and ``position_ids`` [B, new] are the new tokens'
+        positions, so left-padded prefixes of different lengths share one batch. Forbidden ids get ``-inf``.
+        """
+        if cache is None:
+            cache = DynamicCache(config=self.backbone.config)
+        out = self.backbone.base_model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            use_cache=True,
+        )
+        return self._head_logits(out.last_hidden_state[:, -1], None), out.cache
 
     @classmethod
     def from_backbone(

@@ -45,7 +45,7 @@ from ..errors import CheckpointError, ConfigError
 from ..methods import DENOISE, LEFT_TO_RIGHT, objective_from_config
 from ..models import CausalLMForComparison, DiffusionBertForMaskedLM
 from .draws import check_sample_request, sample_generator
-from .left_to_right import generate_left_to_right
+from .left_to_right import LeftToRightDecoder, generate_left_to_right
 from .loop import DenoiseResult, denoise
 from .output import SampleOutput
 from .samplers import Sampler, build_sampler
@@ -385,10 +385,13 @@ class DiffusionPipeline(_Pipeline):
 
 
 class AutoregressivePipeline(_Pipeline):
-    """A causal LM and its tokenizer, sampled left to right; called like :class:`DiffusionPipeline`.
+    """A causal LM and its tokenizer, decoded left to right with a key-value cache; called like
+    :class:`DiffusionPipeline`.
 
-    Its only sampler is ``autoregressive``; ``steps`` is ignored (one network call per drawn token) and
-    conditioning (prompt, infill, source) and trajectories are not offered: asking for them is an error.
+    Its samplers are ``autoregressive`` (the default: a draw per token), ``greedy`` and ``beam`` / ``beam:N``
+    (:mod:`~diffusionbert.sampling.left_to_right`); ``steps`` is ignored (one network call per token). A
+    ``source`` (a model trained on pairs) is decoded after ``[CLS] source [SEP]``; prompt, infill, guidance
+    and trajectories are not offered: asking for them is an error.
     """
 
     default_sampler = "autoregressive"
@@ -398,23 +401,24 @@ class AutoregressivePipeline(_Pipeline):
         model: CausalLMForComparison,
         tokenizer: PreTrainedTokenizerBase,
         device: torch.device | str | None = None,
+        trained_on_pairs: bool | None = None,
     ) -> None:
+        """``trained_on_pairs`` (from the model directory) makes a ``source`` for a model trained on plain
+        texts an error; None (not recorded) allows it."""
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
+        self.trained_on_pairs = trained_on_pairs
 
     def resolve_sampler(self, sampler: str | None) -> str:
-        """``autoregressive``, the only sampler; anything else is an error."""
-        if sampler not in (None, self.default_sampler):
-            raise ConfigError(
-                f"sampler={sampler!r} does not apply to an autoregressive model; allowed: "
-                f"{self.default_sampler!r} (left to right)"
-            )
-        return self.default_sampler
+        """The decoder a call with ``sampler`` uses (default ``autoregressive``); another name is an error."""
+        name = sampler or self.default_sampler
+        LeftToRightDecoder.parse(name)
+        return name
 
     @classmethod
     def _from_loaded(cls, loaded: LoadedModel, device: torch.device | str | None) -> AutoregressivePipeline:
-        return cls(loaded.model, loaded.tokenizer, device)
+        return cls(loaded.model, loaded.tokenizer, device, trained_on_pairs=loaded.trained_on_pairs)
 
     def __call__(
         self,
@@ -435,20 +439,26 @@ class AutoregressivePipeline(_Pipeline):
         progress: bool = False,
         guidance: float = 0.0,
     ) -> SampleOutput:
-        """Generate ``num_samples`` texts of at most ``length`` tokens, one token at a time."""
-        conditioning = (("prompt", prompt), ("infill", infill), ("source", source), ("guidance", guidance))
+        """Generate ``num_samples`` texts of at most ``length`` tokens (per source with ``source``)."""
+        conditioning = (("prompt", prompt), ("infill", infill), ("guidance", guidance))
         given = [name for name, value in conditioning if value]
         given += ["return_trajectory"] if return_trajectory else []
         if given:
             raise ConfigError(
-                f"{', '.join(given)} does not apply to an autoregressive model; it samples left to right"
+                f"{', '.join(given)} does not apply to an autoregressive model; it decodes left to right"
             )
-        self.resolve_sampler(sampler)
+        if source and self.trained_on_pairs is False:
+            raise ConfigError(
+                "source= conditions on a seq2seq source, but this model was trained on plain texts (no "
+                "data.source_field); allowed: a model trained on source/target pairs"
+            )
         return generate_left_to_right(
             self.model,
             self.tokenizer,
             num_samples,
             length,
+            source=source,
+            sampler=self.resolve_sampler(sampler),
             temperature=temperature,
             top_k=top_k,
             top_p=top_p,

@@ -1,0 +1,91 @@
+"""``make reproduce-e2e`` at tiny scale: the real plan's models and decoders on a tiny backbone and pairs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from diffusionbert.apps.reproduce import DISCUSSION_START
+from diffusionbert.apps.reproduce_e2e import load_plan, reproduce_e2e
+from diffusionbert.errors import ConfigError
+
+PLAN = Path(__file__).resolve().parents[1] / "configs" / "reproduce-e2e.yaml"
+PAIRS = {
+    "name[The Eagle], eatType[pub]": ["the eagle is a pub", "a pub called the eagle"],
+    "name[Blue Spice], area[riverside]": ["blue spice is by the river"],
+    "name[The Mill], food[French]": ["the mill serves french food"],
+}
+
+
+@pytest.fixture()
+def tiny_plan(tiny_config, tmp_path) -> Path:
+    """configs/reproduce-e2e.yaml with every model and decoder kept, on the tiny backbone, 2 steps each."""
+    data = tmp_path / "pairs.jsonl"
+    rows = [{"mr": mr, "ref": ref} for mr, refs in PAIRS.items() for ref in refs]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows * 4), encoding="utf-8")
+    base, _ = tiny_config(
+        data={
+            "train_file": str(data),
+            "valid_file": None,
+            "source_field": "mr",
+            "field": "ref",
+            "max_length": 32,
+        },
+        diffusion={"objective": "diffusionbert", "schedule": "spindle", "num_steps": 2048},
+    )
+    plan = yaml.safe_load(PLAN.read_text())
+    plan |= {
+        "base": str(base),
+        "output_dir": str(tmp_path / "models"),
+        "results": str(tmp_path / "docs" / "results-e2e.md"),
+        "common": ["training.max_steps=2", "training.save_every=0", "training.eval_every=0"],
+        "protocol": {"test_file": str(data), "length": 8, "batch_size": 4},
+    }
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan, allow_unicode=True))
+    return path
+
+
+def test_every_decoder_is_a_scored_row_beside_the_anchors_and_reruns_from_cache(tiny_plan, capsys):
+    page = reproduce_e2e(tiny_plan, progress=False)
+    plan = load_plan(tiny_plan)
+    text = page.read_text()
+    assert len(plan.models) >= 6 and len(plan.decoders) >= 12
+    for decoder in plan.decoders:
+        assert f"| **{decoder.label}** | `{decoder.model}` |" in text
+        stored = json.loads((Path(plan.output_dir) / "decoders" / f"{decoder.name}.json").read_text())
+        result = stored["result"]
+        assert result["sources"] == 3 and 0 <= result["ser"] <= 1 and result["nfe"] >= 1
+        assert (result["self_bleu"] is None) == (decoder.samples == 1)
+    assert "| 65.93 | 8.61 | 68.50 | 2.23 |" in text  # TGen beside ours
+    assert "comparable quality" in text and "more diverse" in text and "nrefs:var" in text
+    page.write_text(text.replace(DISCUSSION_START + "\n", DISCUSSION_START + "\nOur reading.\n"))
+    capsys.readouterr()
+    reproduce_e2e(tiny_plan, progress=False)
+    out = capsys.readouterr().out
+    assert out.count("reusing the finished run") == len(plan.models)
+    assert "Our reading." in page.read_text()
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ({"decoders": [{"name": "x", "model": "nope", "label": "x", "sampler": "greedy"}]}, "model 'nope'"),
+        ({"diverse_baseline": "ar-greedy"}, "samples >= 2"),
+        ({"protocol": {"test_file": "missing.csv"}}, "not found"),
+        ({"models": []}, "names must be present"),
+        (
+            {"decoders": [{"name": "x", "model": "ar", "label": "x", "sampler": "greedy", "beams": 2}]},
+            "no key",
+        ),
+    ],
+)
+def test_bad_plans_are_one_line_errors(tiny_plan, patch, message):
+    raw = yaml.safe_load(tiny_plan.read_text()) | patch
+    tiny_plan.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=message) as raised:
+        reproduce_e2e(tiny_plan, progress=False, train_only=True)
+    assert "\n" not in str(raised.value)
