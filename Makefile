@@ -31,7 +31,7 @@ REPRODUCE_ARGS ?=
 reproduce: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/diffusionbert reproduce $(REPRODUCE_ARGS)
 
-# Data-to-text on E2E NLG (docs/results-e2e.md): 6 models of 400 steps and 14 decoders on the 630 test MRs.
+# Data-to-text on E2E NLG (docs/results-e2e.md): 7 models of 400 steps and 15 decoders on the 630 test MRs.
 reproduce-e2e: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/diffusionbert reproduce-e2e $(REPRODUCE_ARGS)
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from diffusionbert.config import load_config
+from diffusionbert.errors import ConfigError
 from diffusionbert.sampling import SampleOutput
 from diffusionbert.training import train
 
@@ -150,12 +151,26 @@ def test_device_is_chosen_once_and_checked(trained):
         assert proc.returncode == 2 and "has no CUDA device" in proc.stderr
 
 
-def test_demo_report_counts_the_samples_that_contradict_themselves(tiny_config, monkeypatch):
-    """The demo trains, reuses its run, and its report marks each self-contradicting sample and counts them."""
+def test_the_demo_describes_mrs_scores_them_and_marks_texts_without_an_mr_that_contradict_themselves(
+    tiny_config, tmp_path, monkeypatch
+):
+    """The demo trains a data-to-text model, describes MRs with their slot check, scores validation MRs,
+    marks each self-contradicting text written without an MR, and reuses its run."""
+    import json
+
     from diffusionbert.apps import demo
 
+    data = tmp_path / "pairs.jsonl"
+    rows = [
+        {"mr": "name[the cat], eatType[pub]", "ref": "the cat is a pub"},
+        {"mr": "name[a dog]", "ref": "a dog"},
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows * 4))
+    pairs = {"train_file": str(data), "valid_file": str(data), "source_field": "mr", "field": "ref"}
     path, _ = tiny_config(
-        training={"max_steps": 2, "save_every": 0}, sampling={"num_samples": 3, "length": 8, "steps": 4}
+        data={**pairs, "max_length": 24},
+        training={"max_steps": 2, "save_every": 0, "eval_every": 2, "source_dropout": 0.5},
+        sampling={"sampler": "confidence", "num_samples": 3, "length": 8, "steps": 4, "guidance": 1.0},
     )
     stated = ["the pub is kid friendly and not kid friendly", "a cheap pub", "cheap and expensive and cheap"]
     fixed = SampleOutput(
@@ -166,12 +181,22 @@ def test_demo_report_counts_the_samples_that_contradict_themselves(tiny_config, 
         return lambda **request: fixed
 
     monkeypatch.setattr(demo, "load_pipeline", pipeline_with_fixed_texts)
-    result = demo.run_demo(path, progress=False)
+    result = demo.run_demo(path, progress=False, examples=data)
     report = result.report.read_text()
+    assert [g.source for g in result.examples] == [r["mr"] for r in rows]
+    for generation in result.examples:
+        assert f"| {generation.source} | {generation.text} |" in report
+    assert result.scores.sources == 2 and result.scores.ser is not None and "BLEU" in report
+    assert "guidance 1" in report and result.valid_nats_per_token is not None
     assert (
         "1. the pub is kid friendly and not kid friendly *(contradicts itself on: familyFriendly)*" in report
     )
     assert "2. a cheap pub\n" in report and "priceRange" in report
-    assert "2 of 3 samples state two incompatible values" in report
-    again = demo.run_demo(path, progress=False)  # the finished run is reused, not trained again
-    assert again.bound.nats_per_token == result.bound.nats_per_token
+    assert "2 of 3 texts state two incompatible values" in report
+    again = demo.run_demo(
+        path, progress=False, examples=data
+    )  # the finished run is reused, not trained again
+    assert again.valid_nats_per_token == result.valid_nats_per_token
+    path, _ = tiny_config(data={**pairs, "max_length": 24}, training={"max_steps": 1})
+    with pytest.raises(ConfigError, match=r"needs training\.source_dropout > 0"):
+        demo.run_demo(path, progress=False, examples=data)

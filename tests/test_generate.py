@@ -183,9 +183,9 @@ def test_source_dropout_hides_whole_sources_in_training_and_enables_guidance(
     seen = []
     real_terms = trainer_module.denoiser_terms
 
-    def spy(model, objective, x0, attention_mask, corrupted):
+    def spy(model, objective, x0, attention_mask, corrupted, *rest):
         seen.append((x0.clone(), corrupted.x_t.clone()))
-        return real_terms(model, objective, x0, attention_mask, corrupted)
+        return real_terms(model, objective, x0, attention_mask, corrupted, *rest)
 
     monkeypatch.setattr(trainer_module, "denoiser_terms", spy)
     path, out = tiny_config(
@@ -233,6 +233,45 @@ def test_source_dropout_hides_whole_sources_in_training_and_enables_guidance(
     assert code == 2 and "training.source_dropout > 0" in err and err.strip().count("\n") == 0
 
 
+def test_a_source_dropout_model_generates_without_a_source_after_a_hidden_one(pair_model, tiny_config):
+    """Without a source, a pair model trained with source dropout reads [MASK] × its mean training source
+    length and [SEP] (the input source dropout trained), also for prompts and infills; a pair model without
+    source dropout refuses, as it never saw a text without its source."""
+    from diffusionbert.sampling import load_pipeline
+
+    final, data = pair_model
+    path, out = tiny_config(
+        data={
+            "train_file": str(data),
+            "valid_file": None,
+            "source_field": "mr",
+            "field": "ref",
+            "max_length": 32,
+        },
+        diffusion={"schedule": "linear", "num_steps": 32},
+        training={"max_steps": 1, "save_every": 0, "eval_every": 0, "source_dropout": 0.5},
+    )
+    train(load_config(path), progress=False)
+    tokenizer = load_tokenizer(out / "final")
+    sources = [
+        tokenizer(mr, add_special_tokens=False)["input_ids"] for mr, refs in REFS.items() for _ in refs
+    ]
+    expected = round(sum(len(s) + 2 for s in sources) / len(sources)) - 2
+    assert json.loads((out / "final" / "diffusion.json").read_text())["data"]["source_length"] == expected
+    pipe = load_pipeline(out / "final")
+    mask, sep = tokenizer.mask_token_id, tokenizer.sep_token_id
+    hidden = [tokenizer.cls_token_id, *[mask] * expected, sep]
+    for request in ({}, {"prompt": "the big"}, {"infill": "the [MASK] and a [MASK]"}):
+        out_ = pipe(2, 6, steps=4, **request)
+        for row, length in zip(out_.token_ids.tolist(), out_.lengths, strict=True):
+            assert row[: len(hidden)] == hidden and mask not in row[len(hidden) :]
+            assert length <= 6
+        if "prompt" in request:
+            assert all(text.startswith("the big") for text in out_.texts)
+    with pytest.raises(ConfigError, match="only generates from a source"):
+        load_pipeline(final)(1, 6, steps=4)
+
+
 def test_an_autoregressive_model_trained_on_pairs_decodes_a_file_greedy_beam_and_sampled(
     pair_model, tiny_config, capsys
 ):
@@ -277,3 +316,5 @@ def test_an_autoregressive_model_trained_on_pairs_decodes_a_file_greedy_beam_and
         "confidence",
     )
     assert code == 2 and "does not apply to an autoregressive model" in err
+    with pytest.raises(ConfigError, match="only decodes after a source"):
+        pipe(1, 8)

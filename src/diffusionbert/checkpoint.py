@@ -25,6 +25,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .config import Config, DiffusionConfig, ModelConfig, config_from_dict
+from .diffusion.self_prompt import SelfPrompt, self_prompt_layout
 from .errors import CheckpointError, first_line
 from .methods import Method, get_method
 from .models.loading import load_tokenizer, load_weights
@@ -46,9 +47,15 @@ _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
 def save_model_dir(
-    directory: Path, model: Any, tokenizer: Any, cfg: Config, token_counts: torch.Tensor | None
+    directory: Path,
+    model: Any,
+    tokenizer: Any,
+    cfg: Config,
+    token_counts: torch.Tensor | None,
+    source_length: int | None = None,
 ) -> None:
-    """Fill ``directory`` (already created) with a self-contained model directory of a run of ``cfg``."""
+    """Fill ``directory`` (already created) with a self-contained model directory of a run of ``cfg``;
+    ``source_length`` is a pair model's mean source length in training (tokens)."""
     model.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
     data = {
@@ -57,6 +64,8 @@ def save_model_dir(
         "max_length": cfg.data.max_length,
         "target_window": cfg.data.target_window,
         "source_dropout": cfg.training.source_dropout,
+        "self_prompt": cfg.training.self_prompt,
+        "source_length": source_length,
     }
     write_json(
         directory / DIFFUSION_FILE,
@@ -141,6 +150,10 @@ class LoadedModel:
     """The target positions a pair model was trained with (``data.target_window``), if fixed."""
     source_dropout: float | None = None
     """How often its source was hidden in training (``training.source_dropout``); None: not recorded."""
+    self_prompt: SelfPrompt | None = None
+    """The self-prompt layout its network reads (trained with ``training.self_prompt`` > 0), else None."""
+    source_length: int | None = None
+    """A pair model's mean source length in training (tokens); None: plain texts or not recorded."""
 
     @property
     def method(self) -> Method:
@@ -195,6 +208,8 @@ def load_model_dir(directory: str | Path, device: torch.device | str | None = No
         data.get("pairs"),
         data.get("target_window"),
         data.get("source_dropout"),
+        self_prompt_layout(tokenizer) if data.get("self_prompt") else None,
+        data.get("source_length"),
     )
 
 

@@ -102,6 +102,9 @@ class TrainingConfig:
     # pairs only: the probability that a row's source is shown as [MASK]s (LLaDA's unsupervised
     # classifier-free guidance), so the model also generates without it and guidance can contrast the two
     source_dropout: float = 0.0
+    # Diffusion-NAT's self-prompting: the model reads an estimate of x_0 as a prompt before its input; this
+    # share of rows gets its own estimate from a first, gradient-free pass (the rest an empty prompt). 0: off
+    self_prompt: float = 0.0
     # a batch whose loss or gradient is not finite is skipped; this many in a row stop the run (diverged)
     max_nonfinite_in_row: int = 5
 
@@ -119,6 +122,8 @@ class SamplingConfig:
     top_p: float = 1.0
     seed: int = 0
     batch_size: int = 32
+    # classifier-free guidance weight of the demo's conditional texts (a model trained with source dropout)
+    guidance: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -203,6 +208,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(
             "training.source_dropout > 0 needs source/target pairs; allowed: with data.source_field"
         )
+    if not 0.0 <= t.self_prompt < 1.0:
+        raise ConfigError(f"training.self_prompt={t.self_prompt!r} is not valid; it must be in [0, 1)")
     if not 0.0 <= t.ema_decay < 1.0:
         raise ConfigError(f"training.ema_decay={t.ema_decay!r} is not valid; it must be in [0, 1)")
     if t.eval_every > 0 and not data.valid_file:

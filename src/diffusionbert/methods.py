@@ -157,6 +157,11 @@ def check_config(cfg: Config) -> Config:
     ):
         if value not in allowed:
             raise invalid_choice(key, value, allowed)
+    if cfg.training.self_prompt > 0 and method.sampling != DENOISE:
+        raise ConfigError(
+            f"training.self_prompt={cfg.training.self_prompt} contradicts diffusion.objective={d.objective!r}"
+            f" ({method.summary}); allowed: 0 for a model sampled {method.sampling.replace('_', ' ')}"
+        )
     schedule = schedule_name(d)
     if schedule is not None and schedule not in method.schedules:
         raise ConfigError(

@@ -187,6 +187,7 @@ def evaluate_file(
             track(batches, description="bound", disable=not progress),
             seed=seed,
             repeats=repeats,
+            self_prompt=loaded.self_prompt,
         )
         if not math.isfinite(bound.nats_per_token):
             raise CheckpointError(

@@ -12,6 +12,8 @@ import torch
 from torch import Tensor
 
 from ..diffusion.reverse import Time
+from ..diffusion.self_prompt import SelfPrompt
+from ..errors import ConfigError
 from .draws import Generators
 from .samplers import Prediction, Sampler, StepInput
 
@@ -40,6 +42,7 @@ def denoise(
     cache: bool = False,
     return_trajectory: bool = False,
     advance: Callable[[int], None] | None = None,
+    self_prompt: SelfPrompt | None = None,
 ) -> DenoiseResult:
     """Walk ``timesteps`` from x (``generated`` [B, L] positions set to [MASK]) to clean tokens.
 
@@ -57,7 +60,16 @@ def denoise(
     stops once nothing in it is masked (samplers leave such a state unchanged). ``noise_mask`` (default
     ``generated``) is the sentence's noisable positions as in training; ``advance(n)`` reports n more steps
     done by the slowest row.
+
+    With ``self_prompt`` (a self-prompting network; ``cache`` must be off, as the prompt changes the input
+    while x_t stays) each call reads the prompt of the row's previous estimate of x_0: x_t where revealed,
+    the last call's most likely token where still masked, [MASK] before the first call
+    (:mod:`~diffusionbert.diffusion.self_prompt`).
     """
+    if self_prompt is not None and cache:
+        raise ConfigError(
+            "a self-prompting network cannot reuse logits; allowed: cache=False with self_prompt"
+        )
     mask_id, num_steps, batch = sampler.mask_id, len(timesteps), x.shape[0]
     noise_mask = generated if noise_mask is None else noise_mask
     x = x.masked_fill(generated, mask_id)
@@ -68,6 +80,7 @@ def denoise(
     trajectory = x.unsqueeze(1).repeat(1, num_steps + 1, 1) if return_trajectory else None
     prediction = Prediction(x.shape)  # the sampler's prepared logits, valid where x_t is unchanged
     changed = torch.ones(batch, dtype=torch.bool, device=x.device)  # since the row's last call
+    estimate = None if self_prompt is None else self_prompt.empty(x, noise_mask)
     reported = 0
     while True:
         masked = generated & (x == mask_id)
@@ -80,7 +93,14 @@ def denoise(
             times = [sampler.time_input(timesteps[clock[b]][0]) for b in need.nonzero()[:, 0].tolist()]
             time = torch.tensor(times, dtype=torch.float32, device=x.device)
             called = masked & need.unsqueeze(-1)
-            prediction.write(called, sampler.prepare(denoiser(x[need], time, masked[need])))
+            if estimate is None:
+                logits = denoiser(x[need], time, masked[need])
+            else:
+                prompt = torch.where(masked[need], estimate[need], x[need])
+                ids, positions, _ = self_prompt.inputs(x[need], noise_mask[need], prompt, masked[need], None)
+                logits = denoiser(ids, time, positions)
+                estimate[called] = logits.argmax(-1)
+            prediction.write(called, sampler.prepare(logits))
         before, started = x, list(clock)
         if jumping:
             x, scores = x.clone(), scores.clone()

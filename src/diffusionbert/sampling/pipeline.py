@@ -41,6 +41,7 @@ from transformers import PreTrainedTokenizerBase
 from ..checkpoint import LoadedModel, load_model_dir
 from ..diffusion.corruption import mask_sources
 from ..diffusion.objectives import Objective
+from ..diffusion.self_prompt import SelfPrompt
 from ..errors import CheckpointError, ConfigError
 from ..methods import DENOISE, LEFT_TO_RIGHT, objective_from_config
 from ..models import CausalLMForComparison, DiffusionBertForMaskedLM
@@ -146,12 +147,18 @@ class DiffusionPipeline(_Pipeline):
         use_cache: bool = True,
         trained_on_pairs: bool | None = None,
         source_dropout: float | None = None,
+        self_prompt: SelfPrompt | None = None,
+        source_length: int | None = None,
     ) -> None:
         """``use_cache=False`` turns off logits reuse for time-agnostic models (a reference for benchmarks).
 
         ``trained_on_pairs`` (from the model directory) makes a ``source`` for a model trained on plain
         texts an error; None (not recorded) allows it. ``source_dropout`` (how often the model saw its source
-        hidden in training) must be positive for ``guidance``."""
+        hidden in training) must be positive for ``guidance``. ``self_prompt`` is the layout of a
+        self-prompting model (each step reads the previous step's estimate; logits are then never reused).
+        A pair model trained with source dropout generates without a source (unconditional, prompt, infill)
+        after a hidden source of ``source_length`` [MASK]s (its mean source length in training), the input
+        source dropout trained it on; without source dropout it needs a source."""
         if objective.mask_id != tokenizer.mask_token_id:
             raise ConfigError(
                 f"objective mask_id={objective.mask_id} differs from the tokenizer's mask_token_id="
@@ -168,6 +175,8 @@ class DiffusionPipeline(_Pipeline):
         self.use_cache = use_cache
         self.trained_on_pairs = trained_on_pairs
         self.source_dropout = source_dropout
+        self.self_prompt = self_prompt
+        self.source_length = source_length
 
     @classmethod
     def _from_loaded(cls, loaded: LoadedModel, device: torch.device | str | None) -> DiffusionPipeline:
@@ -182,6 +191,8 @@ class DiffusionPipeline(_Pipeline):
             device,
             trained_on_pairs=loaded.trained_on_pairs,
             source_dropout=loaded.source_dropout,
+            self_prompt=loaded.self_prompt,
+            source_length=loaded.source_length,
         )
 
     @property
@@ -228,8 +239,9 @@ class DiffusionPipeline(_Pipeline):
         )
         self._check_guidance(guidance, source)
         tok = self.tokenizer
-        padded = bool((layout.ids == tok.pad_token_id).any())
-        cache = self.use_cache and self.time_conditioning == "none"
+        prompted = self.self_prompt is not None  # prompted rows are right-padded to the longest span
+        padded = prompted or bool((layout.ids == tok.pad_token_id).any())
+        cache = self.use_cache and self.time_conditioning == "none" and not prompted
 
         def call_model(x: Tensor, time: Tensor, positions: Tensor) -> Tensor:
             attention_mask = (x != tok.pad_token_id).long() if padded else None
@@ -267,6 +279,7 @@ class DiffusionPipeline(_Pipeline):
                         cache=cache,
                         return_trajectory=return_trajectory,
                         advance=lambda n: bar.advance(task, n),
+                        self_prompt=self.self_prompt,
                     )
                 )
         tokens = torch.cat([r.tokens for r in results])
@@ -333,14 +346,16 @@ class DiffusionPipeline(_Pipeline):
             )
         tok = self.tokenizer
         mask, cls_id = tok.mask_token_id, tok.cls_token_id
+        hidden = [] if source else self._hidden_source()
+        start = 1 + len(hidden)  # the first position of the text
         if infill:
             body = self._encode(infill)
             if mask not in body:
                 raise ConfigError(
                     f"infill={infill!r} has no {tok.mask_token} placeholder; allowed: text with at least one"
                 )
-            ids = torch.tensor([cls_id, *body])
-            generated = ids == mask
+            ids = torch.tensor([cls_id, *hidden, *body])
+            generated = (ids == mask) & (torch.arange(len(ids)) >= start)
         else:
             if length < 1:
                 raise ConfigError(f"length={length} is not valid; allowed: length >= 1")
@@ -348,13 +363,13 @@ class DiffusionPipeline(_Pipeline):
                 fixed = [*self._encode(source), tok.sep_token_id]
                 to_generate = length
             else:
-                fixed = self._encode(prompt) if prompt else []
-                if len(fixed) > length:
+                fixed = [*hidden, *(self._encode(prompt) if prompt else [])]
+                if len(fixed) - len(hidden) > length:
                     raise ConfigError(
-                        f"prompt has {len(fixed)} tokens but length={length}; allowed: a prompt of at most "
-                        "length tokens (length counts the prompt)"
+                        f"prompt has {len(fixed) - len(hidden)} tokens but length={length}; allowed: a prompt "
+                        "of at most length tokens (length counts the prompt)"
                     )
-                to_generate = length - len(fixed)
+                to_generate = length - len(fixed) + len(hidden)
             ids = torch.tensor([cls_id, *fixed, *[mask] * to_generate])
             generated = torch.arange(len(ids)) > len(fixed)
         if source and len(ids) > self.model.max_input_length:
@@ -362,8 +377,8 @@ class DiffusionPipeline(_Pipeline):
                 f"source of {len(ids) - length - 2} tokens plus length={length} needs {len(ids)} positions, more "
                 f"than the model's {self.model.max_input_length}; allowed: a shorter source or length"
             )
-        text_start = len(ids) - length if source else 1
-        noise_mask = generated if source else torch.arange(len(ids)) >= 1
+        text_start = len(ids) - length if source else start
+        noise_mask = torch.arange(len(ids)) >= text_start
         cut_from = int((~generated).nonzero().max()) + 1
         return _Layout(
             ids[None].to(self.device),
@@ -373,6 +388,18 @@ class DiffusionPipeline(_Pipeline):
             torch.tensor([cut_from], device=self.device),
             torch.tensor([len(ids)], device=self.device),
         )
+
+    def _hidden_source(self) -> list[int]:
+        """What a pair model reads before a text it generates without a source: ``[MASK]`` × its mean source
+        length, then ``[SEP]`` (the input source dropout trained); nothing for a model of plain texts."""
+        if not self.trained_on_pairs:
+            return []
+        if not self.source_dropout or not self.source_length:
+            raise ConfigError(
+                "this model was trained on source/target pairs without training.source_dropout, so it only "
+                "generates from a source; allowed: source=, or a model trained with source dropout > 0"
+            )
+        return [*[self.tokenizer.mask_token_id] * self.source_length, self.tokenizer.sep_token_id]
 
     def _text_ends(self, tokens: Tensor, layout: _Layout) -> list[int]:
         """Per row, the position of the first generated [SEP] after every given token (else the end of its
@@ -451,6 +478,11 @@ class AutoregressivePipeline(_Pipeline):
             raise ConfigError(
                 "source= conditions on a seq2seq source, but this model was trained on plain texts (no "
                 "data.source_field); allowed: a model trained on source/target pairs"
+            )
+        if not source and self.trained_on_pairs:
+            raise ConfigError(
+                "this autoregressive model was trained on source/target pairs, so it only decodes after a "
+                "source; allowed: source="
             )
         return generate_left_to_right(
             self.model,

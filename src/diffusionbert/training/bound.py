@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from ..diffusion.objectives import Objective
+from ..diffusion.self_prompt import SelfPrompt
 from .step import denoiser_terms
 
 
@@ -48,12 +49,14 @@ def nll_bound(
     seed: int = 0,
     max_batches: int | None = None,
     repeats: int = 1,
+    self_prompt: SelfPrompt | None = None,
 ) -> BoundResult:
     """Estimate the NELBO of ``model`` on ``batches`` with the objective's own t and x_t draws.
 
     The estimate is ``objective.bound_objective``'s (a plain MLM is scored as the diffusion it defines).
     ``repeats`` draws t and x_t that many times per sentence (lower variance). The standard error is over
     batch-level estimates. Per-word perplexity needs word counts (sentence layout); otherwise it is None.
+    A self-prompting model (``self_prompt``) is scored with the empty prompt: a bound of that denoiser.
     """
     objective = objective.bound_objective
     was_training = model.training
@@ -71,7 +74,7 @@ def nll_bound(
         tokens = int(noise_mask.sum())
         for _ in range(repeats):
             corrupted = objective.corrupt(x0, noise_mask, generator)
-            nats = float(denoiser_terms(model, objective, x0, attention_mask, corrupted).nll)
+            nats = float(denoiser_terms(model, objective, x0, attention_mask, corrupted, self_prompt).nll)
             totals.append((nats, tokens))
         words = batch["n_words"]
         words_known = words_known and bool((words >= 0).all())

@@ -38,6 +38,7 @@ from ..data import (
 )
 from ..diffusion.corruption import mask_sources
 from ..diffusion.objectives import Objective
+from ..diffusion.self_prompt import self_prompt_layout
 from ..errors import ConfigError, DataError, DiffusionBertError, TrainingError
 from ..methods import build_model, check_config, get_method, needs_token_counts, objective_from_config
 from ..models import parameter_groups
@@ -187,6 +188,7 @@ class Trainer:
         self.objective: Objective = objective_from_config(
             cfg.diffusion, self.tokenizer.mask_token_id, self.counts
         )
+        self.self_prompt = self_prompt_layout(self.tokenizer) if cfg.training.self_prompt > 0 else None
         self.model, self.optimizer, self.scheduler = self._optimisation(model)
         self.ema = EMA(self.unwrapped, cfg.training.ema_decay) if cfg.training.ema_decay > 0 else None
         self.generator = torch.Generator(device=self.accelerator.device).manual_seed(cfg.training.seed)
@@ -259,6 +261,10 @@ class Trainer:
                 f"data.train_file {cfg.data.train_file} has {len(train.dataset)} examples, fewer than "
                 f"training.batch_size={t.batch_size}"
             )
+        # a pair row's source is noise_start - 2 tokens long ([CLS] source [SEP]): recorded with the model,
+        # so that one trained with source dropout can generate without a source from that many [MASK]s
+        starts = train.dataset["noise_start"] if cfg.data.source_field else []
+        self.source_length = round(sum(starts) / len(starts)) - 2 if len(starts) else None
         train_loader = make_dataloader(
             train.dataset,
             t.batch_size,
@@ -431,6 +437,11 @@ class Trainer:
             tok = self.tokenizer
             x_t = mask_sources(corrupted.x_t, dropped, tok.sep_token_id, tok.mask_token_id)
             corrupted = dataclasses.replace(corrupted, x_t=x_t)
+        estimate_rows = None
+        if t.self_prompt > 0:  # the rows shown their own estimate as the prompt, also identical everywhere
+            estimate_rows = (
+                torch.rand(x0.shape[0], generator=self.generator, device=acc.device) < t.self_prompt
+            )
         n_tokens = int(noise_mask.sum())
         scale = acc.num_processes / max(n_tokens, 1)  # DDP averages gradients over processes
         micro_batches = _shard_rows(x0.shape[0], acc.num_processes, acc.process_index, t.grad_accum)
@@ -446,6 +457,8 @@ class Trainer:
                     x0[rows, :width],
                     attention_mask[rows, :width],
                     corrupted.select(rows, width),
+                    self.self_prompt,
+                    None if estimate_rows is None else estimate_rows[rows],
                 )
                 acc.backward(terms.loss * scale)
             sums += torch.stack([terms.loss.detach(), terms.nll.detach()]).double()
@@ -477,6 +490,7 @@ class Trainer:
                 self.valid_batches,
                 seed=self.cfg.training.seed,
                 max_batches=self.cfg.training.eval_batches,
+                self_prompt=self.self_prompt,
             )
         finally:
             if backup is not None:
@@ -489,7 +503,7 @@ class Trainer:
         if use_ema and self.ema is not None:
             model = copy.deepcopy(model)
             self.ema.copy_to(model)
-        save_model_dir(directory, model, self.tokenizer, self.cfg, self.counts)
+        save_model_dir(directory, model, self.tokenizer, self.cfg, self.counts, self.source_length)
 
     def _rng_states(self) -> dict[str, Any]:
         """Every process's dropout streams (CPU and CUDA, one row per process) and the corruption generator
