@@ -69,6 +69,19 @@ def test_every_decoder_is_a_scored_row_beside_the_anchors_and_reruns_from_cache(
     assert out.count("reusing the finished run") == len(plan.models)
     assert "Our reading." in page.read_text()
 
+    # make bench's speed-at-quality rows: the best AR row, and a diffusion row (bookkeeping, not timings)
+    from diffusionbert.apps.bench import bench_conditional, conditional_report, speed_at_quality_rows
+    from diffusionbert.apps.reproduce_e2e import is_left_to_right, stored_result
+
+    diffusion, ar = speed_at_quality_rows(plan)
+    assert is_left_to_right(plan, ar) and not is_left_to_right(plan, diffusion)
+    ar_rows = [d for d in plan.decoders if is_left_to_right(plan, d)]
+    assert stored_result(plan, ar).bleu == max(stored_result(plan, d).bleu for d in ar_rows)
+    timings = bench_conditional(plan, (diffusion, ar), sources=2)
+    assert [(t.label, t.batch) for t in timings] == [(r.label, b) for r in (diffusion, ar) for b in (1, 2)]
+    section = conditional_report(timings, "settings")
+    assert "Batch 1: diffusion ÷ AR" in section and "Batch 2: diffusion ÷ AR" in section
+
 
 @pytest.mark.parametrize(
     ("patch", "message"),

@@ -26,12 +26,14 @@ from ..diffusion.objectives import DiffusionBertObjective
 from ..diffusion.schedules import LinearSchedule
 from ..diffusion.token_info import spindle_from_counts
 from ..errors import CheckpointError
+from ..evaluation.conditional import mbr_select
 from ..models import DiffusionBertForMaskedLM, default_backbone_path
 from ..models.loading import load_tokenizer
-from ..sampling import DiffusionPipeline
+from ..sampling import DiffusionPipeline, load_pipeline
 from ..training.step import denoiser_terms
 from ..utils.io import atomic_file
 from ..utils.runtime import default_device, machine_description
+from .reproduce_e2e import Decoder, Plan, is_left_to_right, load_plan, model_dir, stored_result
 
 
 @dataclass(frozen=True)
@@ -323,6 +325,107 @@ def sampling_report(timings: list[SamplingTiming], settings: str) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class DecodeTiming:
+    """One decoder of the E2E table timed at one batch size: seconds per source, text tokens per second."""
+
+    label: str
+    bleu: float
+    batch: int
+    seconds_per_source: float
+    tokens_per_s: float
+    mean_nfe: float
+
+
+def speed_at_quality_rows(plan: Plan) -> tuple[Decoder, Decoder] | None:
+    """The two rows the speed comparison times: the AR row of the highest BLEU, and among the diffusion rows
+    within 1 BLEU of it the fastest (by its measured decode time), else the diffusion row of the highest
+    BLEU; None while either kind has no up-to-date result (``make reproduce-e2e`` first)."""
+    results = {d.name: r for d in plan.decoders if (r := stored_result(plan, d)) is not None}
+    left = [d for d in plan.decoders if d.name in results and is_left_to_right(plan, d)]
+    diffusion = [d for d in plan.decoders if d.name in results and not is_left_to_right(plan, d)]
+    if not left or not diffusion:
+        return None
+    ar = max(left, key=lambda d: results[d.name].bleu)
+    close = [d for d in diffusion if results[d.name].bleu >= results[ar.name].bleu - 1.0]
+    if close:
+        return min(close, key=lambda d: results[d.name].seconds), ar
+    return max(diffusion, key=lambda d: results[d.name].bleu), ar
+
+
+def bench_conditional(
+    plan: Plan, rows: tuple[Decoder, ...], sources: int = 32, device: str | torch.device | None = None
+) -> list[DecodeTiming]:
+    """Time each decoder row on the first ``sources`` test MRs at batch 1 and at batch ``sources``, as the
+    reproduction decodes them (its target window, samples per source, MBR and guidance), after one warm-up
+    call; tokens are those of the text kept per source."""
+    p = plan.protocol
+    texts = list(dict.fromkeys(str(t) for t in load_texts(p.test_file, p.source_field)["text"]))[:sources]
+    timings = []
+    for decoder in rows:
+        pipe = load_pipeline(model_dir(plan, decoder), default_device(device))
+        bleu = stored_result(plan, decoder).bleu
+        for batch in (1, len(texts)):
+            request = {
+                "num_samples": decoder.samples,
+                "length": p.length,
+                "steps": decoder.steps,
+                "sampler": decoder.sampler,
+                "guidance": decoder.guidance,
+                "seed": p.seed,
+                "batch_size": batch * decoder.samples,
+            }
+            pipe(source=texts[:1], **request)  # warm-up
+            chosen = texts[: max(batch, 4)] if batch == 1 else texts
+            model_device = next(pipe.model.parameters()).device
+            _sync(model_device)
+            start = time.perf_counter()
+            out = pipe(source=chosen, **request)
+            k = decoder.samples
+            kept = [
+                i * k + (mbr_select(out.texts[i * k : (i + 1) * k]) if decoder.mbr else 0)
+                for i in range(len(chosen))
+            ]
+            _sync(model_device)
+            seconds = time.perf_counter() - start
+            tokens = sum(out.lengths[i] for i in kept)
+            nfe = sum(out.nfe) / len(chosen)
+            timings.append(
+                DecodeTiming(decoder.label, bleu, batch, seconds / len(chosen), tokens / seconds, nfe)
+            )
+    return timings
+
+
+def conditional_report(timings: list[DecodeTiming], settings: str) -> str:
+    """The speed-at-quality section: the two rows at both batch sizes and the diffusion ÷ AR ratios."""
+    diffusion, ar = timings[0].label, timings[-1].label
+    by = {(t.label, t.batch): t for t in timings}
+    lines = [
+        "## Conditional decoding speed at equal quality (issue 13)",
+        "",
+        settings,
+        "",
+        "| decoder | test BLEU | batch | s / source | text tokens / s | network calls / source |",
+        "|---|---|---|---|---|---|",
+        *[
+            f"| {t.label} | {t.bleu:.2f} | {t.batch} | {t.seconds_per_source:.3f} | {t.tokens_per_s:.1f} |"
+            f" {t.mean_nfe:.1f} |"
+            for t in timings
+        ],
+        "",
+    ]
+    gap = by[(diffusion, 1)].bleu - by[(ar, 1)].bleu
+    for batch in sorted({t.batch for t in timings}):
+        ratio = by[(diffusion, batch)].tokens_per_s / by[(ar, batch)].tokens_per_s
+        verdict = "met" if ratio >= 2 and gap >= -1 else "**not met**"
+        lines.append(
+            f"Batch {batch}: diffusion ÷ AR text tokens/s **{ratio:.2f}×** at a BLEU gap of {gap:+.2f}"
+            f" (goal: ≥ 2× within 1 BLEU: {verdict})."
+        )
+        lines.append("")
+    return "\n".join(lines)
+
+
 def run_bench(
     data: Path,
     checkpoint: Path,
@@ -333,10 +436,13 @@ def run_bench(
     rounds: int = 3,
     seed: int = 0,
     num_samples: int = 8,
+    e2e_plan: Path = Path("configs/reproduce-e2e.yaml"),
+    e2e_sources: int = 32,
     device: str | torch.device | None = None,
     report: Callable[[str], None] = print,
 ) -> Path:
-    """Both benchmarks, in one run: each section goes to ``report`` when done, all of them to ``out``."""
+    """Every benchmark, in one run: each section goes to ``report`` when done, all of them to ``out``. The
+    conditional speed comparison needs the results of ``make reproduce-e2e`` (skipped, said so, without)."""
     if not (checkpoint / "diffusion.json").is_file():
         raise CheckpointError(
             f"sampling benchmark needs a trained model at {checkpoint}: run `make demo` first"
@@ -359,6 +465,20 @@ def run_bench(
     )
     sections.append(sampling_report(timings, settings))
     report(sections[1])
+    plan = load_plan(e2e_plan)
+    rows = speed_at_quality_rows(plan)
+    if rows is None:
+        report(f"(no conditional speed comparison: run `make reproduce-e2e` first for {e2e_plan})")
+    else:
+        settings = (
+            f"Machine: {machine}. The rows of `{plan.results}` (plan `{e2e_plan}`): the AR row of the highest"
+            " test BLEU and the fastest diffusion row within 1 BLEU of it (else the diffusion row of the highest"
+            f" BLEU), each decoding the first {e2e_sources} test MRs as in the table (one warm-up call first);"
+            " batch 1 times the first 4 MRs one at a time. Text tokens: WordPiece tokens of the kept text."
+        )
+        timed = bench_conditional(plan, rows, sources=e2e_sources, device=device)
+        sections.append(conditional_report(timed, settings))
+        report(sections[-1])
     text = (
         "# Benchmarks\n\nEvery number below comes from `make bench` (`diffusionbert bench`), ratios measured "
         "within one run.\n\n" + "\n".join(sections)

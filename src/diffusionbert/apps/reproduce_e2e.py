@@ -181,20 +181,38 @@ class DecoderResult:
     examples: tuple[tuple[str, str], ...]
 
 
+def model_dir(plan: Plan, decoder: Decoder) -> Path:
+    """The trained model directory a decoder row decodes with."""
+    return Path(model_config(plan, plan.model(decoder.model)).training.output_dir) / "final"
+
+
+def stored_result(plan: Plan, decoder: Decoder) -> DecoderResult | None:
+    """A decoder's stored result if it is up to date (same protocol, decoder and weights), else None."""
+    if (record := stored_record(_result_file(plan, decoder), _result_key(plan, decoder))) is None:
+        return None
+    result = record["result"]
+    return DecoderResult(**{**result, "examples": tuple(tuple(e) for e in result["examples"])})
+
+
+def _result_key(plan: Plan, decoder: Decoder) -> dict[str, object]:
+    weights = written_at(model_dir(plan, decoder))
+    return {"protocol": asdict(plan.protocol), "decoder": asdict(decoder), "weights": weights}
+
+
+def _result_file(plan: Plan, decoder: Decoder) -> Path:
+    return Path(plan.output_dir) / "decoders" / f"{decoder.name}.json"
+
+
 def evaluate_decoder(
     plan: Plan, decoder: Decoder, progress: bool = True, device: str | None = None
 ) -> DecoderResult:
     """Generate and score a decoder's row, or return its stored result when nothing it depends on changed."""
+    if (stored := stored_result(plan, decoder)) is not None:
+        return stored
     p = plan.protocol
-    final = Path(model_config(plan, plan.model(decoder.model)).training.output_dir) / "final"
-    key = {"protocol": asdict(p), "decoder": asdict(decoder), "weights": written_at(final)}
-    stored = Path(plan.output_dir) / "decoders" / f"{decoder.name}.json"
-    if (record := stored_record(stored, key)) is not None:
-        result = record["result"]
-        return DecoderResult(**{**result, "examples": tuple(tuple(e) for e in result["examples"])})
     started = time.perf_counter()
     generated = generate_file(
-        final,
+        model_dir(plan, decoder),
         p.test_file,
         p.source_field,
         reference_field=p.reference_field,
@@ -221,8 +239,7 @@ def evaluate_decoder(
         seconds=seconds,
         examples=tuple((g.source, g.text) for g in gens[:5]),
     )
-    stored.parent.mkdir(parents=True, exist_ok=True)
-    write_json(stored, {"key": key, "result": asdict(result)})
+    write_json(_result_file(plan, decoder), {"key": _result_key(plan, decoder), "result": asdict(result)})
     return result
 
 
@@ -260,7 +277,9 @@ def results_page(plan: Plan, results: dict[str, DecoderResult], machine: str, pl
     ]
     for decoder in plan.decoders:
         r = results[decoder.name]
-        how = f"{decoder.sampler}" + (f", {decoder.steps} steps" if not _left_to_right(plan, decoder) else "")
+        how = f"{decoder.sampler}" + (
+            f", {decoder.steps} steps" if not is_left_to_right(plan, decoder) else ""
+        )
         how += f", K={decoder.samples}" + (" + MBR" if decoder.mbr else "") if decoder.samples > 1 else ""
         how += f", guidance {decoder.guidance:g}" if decoder.guidance else ""
         lines.append(
@@ -300,7 +319,7 @@ def results_page(plan: Plan, results: dict[str, DecoderResult], machine: str, pl
     return "\n".join(lines)
 
 
-def _left_to_right(plan: Plan, decoder: Decoder) -> bool:
+def is_left_to_right(plan: Plan, decoder: Decoder) -> bool:
     """Whether a decoder's model is sampled left to right (an AR row: its steps mean nothing)."""
     objective = model_config(plan, plan.model(decoder.model)).diffusion.objective
     return get_method(objective).sampling == LEFT_TO_RIGHT
@@ -309,8 +328,8 @@ def _left_to_right(plan: Plan, decoder: Decoder) -> bool:
 def claim_lines(plan: Plan, results: dict[str, DecoderResult]) -> list[str]:
     """ "Comparable quality, more diverse": the best diffusion row's BLEU and SER against the best
     left-to-right row's, and the two diversity rows' self-BLEU, each with its verdict."""
-    diffusion = [d for d in plan.decoders if not _left_to_right(plan, d)]
-    baseline = [d for d in plan.decoders if _left_to_right(plan, d)]
+    diffusion = [d for d in plan.decoders if not is_left_to_right(plan, d)]
+    baseline = [d for d in plan.decoders if is_left_to_right(plan, d)]
     if not diffusion or not baseline:
         return ["_(the plan needs a diffusion row and a left-to-right row to check the claim)_"]
     best_d = max(diffusion, key=lambda d: results[d.name].bleu)

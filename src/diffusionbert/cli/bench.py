@@ -25,6 +25,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint", default="runs/demo/final", help="trained model for the sampling benchmark")
     p.add_argument("--num-samples", type=int, default=8)
+    p.add_argument(
+        "--e2e-plan",
+        default="configs/reproduce-e2e.yaml",
+        help="E2E plan whose results the speed comparison uses",
+    )
+    p.add_argument("--e2e-sources", type=positive_int, default=32, help="test MRs timed per decoder")
     p.add_argument("--out", default="docs/benchmarks.md")
     p.set_defaults(func=run)
 
@@ -41,6 +47,8 @@ def run(args: argparse.Namespace) -> None:
         rounds=args.rounds,
         seed=args.seed,
         num_samples=args.num_samples,
+        e2e_plan=Path(args.e2e_plan),
+        e2e_sources=args.e2e_sources,
         device=args.device,
     )
     print(f"wrote {out}")
