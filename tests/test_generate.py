@@ -318,3 +318,21 @@ def test_an_autoregressive_model_trained_on_pairs_decodes_a_file_greedy_beam_and
     assert code == 2 and "does not apply to an autoregressive model" in err
     with pytest.raises(ConfigError, match="only decodes after a source"):
         pipe(1, 8)
+
+
+def test_evaluate_scores_a_pair_model_on_pairs_and_refuses_the_wrong_layout(pair_model, tiny_config, capsys):
+    """The bound of a pair model is that of each target given its source; asking for it without the source
+    column (or with one for a model of plain texts) is a one-line error."""
+    final, data = pair_model
+    common = ["evaluate", "--checkpoint", str(final), "--data", str(data), "--field", "ref"]
+    code, stdout, err = _cli(capsys, *common, "--source-field", "mr")
+    assert code == 0 and "nats" in stdout, err
+    code, _, err = _cli(capsys, *common)
+    assert code == 2 and "trained on source/target pairs" in err and err.strip().count("\n") == 0
+    path, out = tiny_config(training={"max_steps": 1, "save_every": 0, "eval_every": 0})
+    train(load_config(path), progress=False)
+    code, _, err = _cli(
+        capsys, "evaluate", "--checkpoint", str(out / "final"), "--data", str(data), "--field", "ref",
+        "--source-field", "mr",
+    )  # fmt: skip
+    assert code == 2 and "trained on plain texts" in err

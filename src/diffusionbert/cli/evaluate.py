@@ -17,7 +17,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--checkpoint", required=True, help="model directory (a run's final/ or a checkpoint)")
     p.add_argument("--data", required=True, help=".txt (one sentence per line), .jsonl or .csv")
-    p.add_argument("--field", help="column / key holding the text (.csv / .jsonl)")
+    p.add_argument("--field", help="column / key holding the text (.csv / .jsonl); for pairs the targets'")
+    p.add_argument("--source-field", help="column of the sources, for a model trained on pairs (E2E: mr)")
     p.add_argument("--max-examples", type=positive_int, help="evaluate only the first N examples")
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--repeats", type=positive_int, default=1, help="Monte-Carlo draws of t per sentence")
@@ -50,6 +51,7 @@ def run(args: argparse.Namespace) -> None:
         args.checkpoint,
         args.data,
         field=args.field,
+        source_field=args.source_field,
         max_examples=args.max_examples,
         batch_size=args.batch_size,
         seed=args.seed,

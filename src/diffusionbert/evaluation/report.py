@@ -121,10 +121,16 @@ class EvaluationReport:
 
 
 def text_batches(
-    texts: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int, batch_size: int, what: str
+    texts: datasets.Dataset,
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    batch_size: int,
+    what: str,
+    target_window: int | None = None,
 ) -> tuple[list[dict[str, Tensor]], int]:
-    """Sentence-layout batches of ``texts`` and how many were truncated (warned about on stderr)."""
-    tokenized = tokenize_dataset(texts, tokenizer, "sentence", max_length)
+    """Sentence-layout batches of ``texts`` (or source/target pairs, their targets in a ``target_window``)
+    and how many were truncated (warned about on stderr)."""
+    tokenized = tokenize_dataset(texts, tokenizer, "sentence", max_length, target_window=target_window)
     if tokenized.num_truncated:
         print(
             f"warning: {tokenized.num_truncated} of {len(texts)} {what} were longer than the model's "
@@ -156,8 +162,12 @@ def evaluate_file(
     top_p: float = 1.0,
     judge: str | Path | None = None,
     device: str | torch.device | None = None,
+    source_field: str | None = None,
 ) -> EvaluationReport:
     """Evaluate a saved model on a text file: its NLL bound, and metrics of samples it generates.
+
+    A model trained on pairs is scored on pairs: ``source_field`` names the sources' column and ``field`` the
+    targets'; the bound is then that of each target given its source (its target window as in training).
 
     ``sampler`` defaults to the model's own (``ancestral`` for diffusion models, ``autoregressive``, left to
     right, for AR ones); ``temperature``, ``top_k`` and ``top_p`` reshape every draw (the paper samples with
@@ -170,7 +180,17 @@ def evaluate_file(
     pipe = pipeline_for(loaded) if sampling else None
     if pipe is not None:
         sampler = pipe.resolve_sampler(sampler)  # a wrong sampler fails before any work
-    texts = load_texts(data, field)
+    if loaded.trained_on_pairs is not None and bool(source_field) != loaded.trained_on_pairs:
+        trained = "source/target pairs" if loaded.trained_on_pairs else "plain texts"
+        raise ConfigError(
+            f"{checkpoint} was trained on {trained}; allowed: "
+            + (
+                "a source column (--source-field) and a target column (--field)"
+                if loaded.trained_on_pairs
+                else "no source column"
+            )
+        )
+    texts = load_texts(data, source_field, target_field=field) if source_field else load_texts(data, field)
     if max_examples is not None:
         texts = texts.select(range(min(max_examples, len(texts))))
     bound, n_truncated = None, 0
@@ -179,7 +199,12 @@ def evaluate_file(
             loaded.diffusion_cfg, loaded.tokenizer.mask_token_id, loaded.token_counts
         )
         batches, n_truncated = text_batches(
-            texts, loaded.tokenizer, loaded.model.max_input_length, batch_size, "examples"
+            texts,
+            loaded.tokenizer,
+            loaded.model.max_input_length,
+            batch_size,
+            "examples",
+            loaded.target_window,
         )
         bound = nll_bound(
             loaded.model,
