@@ -145,3 +145,20 @@ def save_tiny_bert() -> Callable[[Path, list[str], bool], Path]:
         return path
 
     return save
+
+
+@pytest.fixture(scope="session")
+def pairs_data():
+    """The data section of an (mr -> ref) pair run on one file: ``pairs_data(file, valid=False, **more)``."""
+
+    def section(data: Path, valid: bool = False, **more: object) -> dict[str, object]:
+        file = str(data)
+        pairs = {
+            "train_file": file,
+            "valid_file": file if valid else None,
+            "source_field": "mr",
+            "field": "ref",
+        }
+        return {**pairs, "max_length": 32, **more}
+
+    return section

@@ -152,7 +152,7 @@ def test_device_is_chosen_once_and_checked(trained):
 
 
 def test_the_demo_describes_mrs_scores_them_and_marks_texts_without_an_mr_that_contradict_themselves(
-    tiny_config, tmp_path, monkeypatch
+    tiny_config, pairs_data, tmp_path, monkeypatch
 ):
     """The demo trains a data-to-text model, describes MRs with their slot check, scores validation MRs,
     marks each self-contradicting text written without an MR, and reuses its run."""
@@ -166,9 +166,9 @@ def test_the_demo_describes_mrs_scores_them_and_marks_texts_without_an_mr_that_c
         {"mr": "name[a dog]", "ref": "a dog"},
     ]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows * 4))
-    pairs = {"train_file": str(data), "valid_file": str(data), "source_field": "mr", "field": "ref"}
+    pairs = pairs_data(data, valid=True, max_length=24)
     path, _ = tiny_config(
-        data={**pairs, "max_length": 24},
+        data=pairs,
         training={"max_steps": 2, "save_every": 0, "eval_every": 2, "source_dropout": 0.5},
         sampling={"sampler": "confidence", "num_samples": 3, "length": 8, "steps": 4, "guidance": 1.0},
     )
@@ -197,6 +197,6 @@ def test_the_demo_describes_mrs_scores_them_and_marks_texts_without_an_mr_that_c
         path, progress=False, examples=data
     )  # the finished run is reused, not trained again
     assert again.valid_nats_per_token == result.valid_nats_per_token
-    path, _ = tiny_config(data={**pairs, "max_length": 24}, training={"max_steps": 1})
+    path, _ = tiny_config(data=pairs, training={"max_steps": 1})
     with pytest.raises(ConfigError, match=r"needs training\.source_dropout > 0"):
         demo.run_demo(path, progress=False, examples=data)

@@ -129,16 +129,12 @@ def test_generate_refuses_a_model_trained_on_plain_texts(tiny_config, capsys, tm
     assert code == 2 and "trained on plain texts" in err and err.strip().count("\n") == 0
 
 
-def test_a_target_window_is_recorded_and_sets_the_generated_length(pair_model, tiny_config, tmp_path, capsys):
+def test_a_target_window_is_recorded_and_sets_the_generated_length(
+    pair_model, tiny_config, tmp_path, capsys, pairs_data
+):
     _, data = pair_model
     path, out = tiny_config(
-        data={
-            "train_file": str(data),
-            "valid_file": None,
-            "source_field": "mr",
-            "field": "ref",
-            "target_window": 5,
-        },
+        data=pairs_data(data, target_window=5),
         diffusion={"schedule": "linear", "num_steps": 32},
         training={"max_steps": 1, "save_every": 0, "eval_every": 0},
     )
@@ -175,7 +171,7 @@ def test_a_target_window_is_recorded_and_sets_the_generated_length(pair_model, t
 
 
 def test_source_dropout_hides_whole_sources_in_training_and_enables_guidance(
-    pair_model, tiny_config, monkeypatch, capsys
+    pair_model, tiny_config, monkeypatch, capsys, pairs_data
 ):
     from diffusionbert.training import trainer as trainer_module
 
@@ -189,13 +185,7 @@ def test_source_dropout_hides_whole_sources_in_training_and_enables_guidance(
 
     monkeypatch.setattr(trainer_module, "denoiser_terms", spy)
     path, out = tiny_config(
-        data={
-            "train_file": str(data),
-            "valid_file": None,
-            "source_field": "mr",
-            "field": "ref",
-            "max_length": 32,
-        },
+        data=pairs_data(data, max_length=32),
         diffusion={"schedule": "linear", "num_steps": 32},
         training={"max_steps": 3, "save_every": 0, "eval_every": 0, "source_dropout": 0.5},
     )
@@ -233,7 +223,9 @@ def test_source_dropout_hides_whole_sources_in_training_and_enables_guidance(
     assert code == 2 and "training.source_dropout > 0" in err and err.strip().count("\n") == 0
 
 
-def test_a_source_dropout_model_generates_without_a_source_after_a_hidden_one(pair_model, tiny_config):
+def test_a_source_dropout_model_generates_without_a_source_after_a_hidden_one(
+    pair_model, tiny_config, pairs_data
+):
     """Without a source, a pair model trained with source dropout reads [MASK] × its mean training source
     length and [SEP] (the input source dropout trained), also for prompts and infills; a pair model without
     source dropout refuses, as it never saw a text without its source."""
@@ -241,13 +233,7 @@ def test_a_source_dropout_model_generates_without_a_source_after_a_hidden_one(pa
 
     final, data = pair_model
     path, out = tiny_config(
-        data={
-            "train_file": str(data),
-            "valid_file": None,
-            "source_field": "mr",
-            "field": "ref",
-            "max_length": 32,
-        },
+        data=pairs_data(data, max_length=32),
         diffusion={"schedule": "linear", "num_steps": 32},
         training={"max_steps": 1, "save_every": 0, "eval_every": 0, "source_dropout": 0.5},
     )
@@ -273,7 +259,7 @@ def test_a_source_dropout_model_generates_without_a_source_after_a_hidden_one(pa
 
 
 def test_an_autoregressive_model_trained_on_pairs_decodes_a_file_greedy_beam_and_sampled(
-    pair_model, tiny_config, capsys
+    pair_model, tiny_config, capsys, pairs_data
 ):
     """The AR baseline trains on the same pairs (the target scored after [CLS] source [SEP]) and ``generate``
     decodes every source with each left-to-right decoder, batched across sources."""
@@ -281,13 +267,7 @@ def test_an_autoregressive_model_trained_on_pairs_decodes_a_file_greedy_beam_and
 
     _, data = pair_model
     path, out = tiny_config(
-        data={
-            "train_file": str(data),
-            "valid_file": None,
-            "source_field": "mr",
-            "field": "ref",
-            "max_length": 32,
-        },
+        data=pairs_data(data, max_length=32),
         diffusion={"objective": "ar", "schedule": None},
         training={"max_steps": 2, "save_every": 0, "eval_every": 0},
     )

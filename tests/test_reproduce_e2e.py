@@ -21,19 +21,13 @@ PAIRS = {
 
 
 @pytest.fixture()
-def tiny_plan(tiny_config, tmp_path) -> Path:
+def tiny_plan(tiny_config, pairs_data, tmp_path) -> Path:
     """configs/reproduce-e2e.yaml with every model and decoder kept, on the tiny backbone, 2 steps each."""
     data = tmp_path / "pairs.jsonl"
     rows = [{"mr": mr, "ref": ref} for mr, refs in PAIRS.items() for ref in refs]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows * 4), encoding="utf-8")
     base, _ = tiny_config(
-        data={
-            "train_file": str(data),
-            "valid_file": None,
-            "source_field": "mr",
-            "field": "ref",
-            "max_length": 32,
-        },
+        data=pairs_data(data, max_length=32),
         diffusion={"objective": "diffusionbert", "schedule": "spindle", "num_steps": 2048},
     )
     plan = yaml.safe_load(PLAN.read_text())
@@ -57,9 +51,9 @@ def test_every_decoder_is_a_scored_row_beside_the_anchors_and_reruns_from_cache(
     for decoder in plan.decoders:
         assert f"| **{decoder.label}** | `{decoder.model}` |" in text
         stored = json.loads((Path(plan.output_dir) / "decoders" / f"{decoder.name}.json").read_text())
-        result = stored["result"]
-        assert result["sources"] == 3 and 0 <= result["ser"] <= 1 and result["nfe"] >= 1
-        assert (result["self_bleu"] is None) == (decoder.samples == 1)
+        scores = stored["result"]["scores"]
+        assert scores["sources"] == 3 and 0 <= scores["ser"] <= 1 and stored["result"]["nfe"] >= 1
+        assert (scores["self_bleu"] is None) == (decoder.samples == 1)
     assert "| 65.93 | 8.61 | 68.50 | 2.23 |" in text  # TGen beside ours
     assert "comparable quality" in text and "more diverse" in text and "nrefs:var" in text
     page.write_text(text.replace(DISCUSSION_START + "\n", DISCUSSION_START + "\nOur reading.\n"))
@@ -76,7 +70,7 @@ def test_every_decoder_is_a_scored_row_beside_the_anchors_and_reruns_from_cache(
     diffusion, ar = speed_at_quality_rows(plan)
     assert is_left_to_right(plan, ar) and not is_left_to_right(plan, diffusion)
     ar_rows = [d for d in plan.decoders if is_left_to_right(plan, d)]
-    assert stored_result(plan, ar).bleu == max(stored_result(plan, d).bleu for d in ar_rows)
+    assert stored_result(plan, ar).scores.bleu == max(stored_result(plan, d).scores.bleu for d in ar_rows)
     timings = bench_conditional(plan, (diffusion, ar), sources=2)
     assert [(t.label, t.batch) for t in timings] == [(r.label, b) for r in (diffusion, ar) for b in (1, 2)]
     section = conditional_report(timings, "settings")

@@ -114,16 +114,16 @@ def test_the_sampling_loop_feeds_back_the_previous_steps_estimate():
                 self_prompt=LAYOUT)  # fmt: skip
 
 
-def test_a_self_prompting_model_trains_is_recorded_and_generates(tiny_config, tmp_path):
+def test_a_self_prompting_model_trains_is_recorded_and_generates(tiny_config, pairs_data, tmp_path):
     from diffusionbert.evaluation import generate_file
     from diffusionbert.training import train
 
     data = tmp_path / "pairs.jsonl"
     rows = [{"mr": f"name[{n}]", "ref": f"{n} is a pub"} for n in ("a", "b", "c")]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows * 4))
-    pairs = {"train_file": str(data), "valid_file": str(data), "source_field": "mr", "field": "ref"}
+    pairs = pairs_data(data, valid=True, max_length=24)
     path, out = tiny_config(
-        data={**pairs, "max_length": 24},
+        data=pairs,
         diffusion={"schedule": "linear", "num_steps": 32},
         training={"max_steps": 2, "save_every": 0, "eval_every": 2, "self_prompt": 0.5},
     )
@@ -142,7 +142,7 @@ def test_a_self_prompting_model_trains_is_recorded_and_generates(tiny_config, tm
     ):
         objective = bad.pop("objective", None)
         path, _ = tiny_config(
-            data={**pairs, "max_length": 24},
+            data=pairs,
             diffusion={"objective": objective} if objective else {},
             training={"max_steps": 1, **bad},
         )

@@ -346,11 +346,11 @@ def speed_at_quality_rows(plan: Plan) -> tuple[Decoder, Decoder] | None:
     diffusion = [d for d in plan.decoders if d.name in results and not is_left_to_right(plan, d)]
     if not left or not diffusion:
         return None
-    ar = max(left, key=lambda d: results[d.name].bleu)
-    close = [d for d in diffusion if results[d.name].bleu >= results[ar.name].bleu - 1.0]
+    ar = max(left, key=lambda d: results[d.name].scores.bleu)
+    close = [d for d in diffusion if results[d.name].scores.bleu >= results[ar.name].scores.bleu - 1.0]
     if close:
         return min(close, key=lambda d: results[d.name].seconds), ar
-    return max(diffusion, key=lambda d: results[d.name].bleu), ar
+    return max(diffusion, key=lambda d: results[d.name].scores.bleu), ar
 
 
 def bench_conditional(
@@ -364,7 +364,7 @@ def bench_conditional(
     timings = []
     for decoder in rows:
         pipe = load_pipeline(model_dir(plan, decoder), default_device(device))
-        bleu = stored_result(plan, decoder).bleu
+        bleu = stored_result(plan, decoder).scores.bleu
         for batch in (1, len(texts)):
             request = {
                 "num_samples": decoder.samples,

@@ -22,6 +22,7 @@ import yaml
 
 from ..config import Config, load_config
 from ..errors import ConfigError
+from ..evaluation.conditional import ConditionalScores
 from ..evaluation.generation import generate_file
 from ..methods import LEFT_TO_RIGHT, get_method
 from ..utils.io import atomic_file
@@ -164,18 +165,9 @@ def model_config(plan: Plan, model: Model) -> Config:
 
 @dataclass(frozen=True)
 class DecoderResult:
-    """A decoder's scores on the protocol's sources (BLEU 0-100, ROUGE-L and SER 0-1, as
-    :class:`~diffusionbert.evaluation.conditional.ConditionalScores`), its mean NFE and wall time."""
+    """A decoder's scores on the protocol's sources, its mean NFE, its wall time and its first texts."""
 
-    sources: int
-    bleu: float
-    bleu_signature: str
-    nist: float
-    rouge_l: float
-    cider: float
-    ser: float | None
-    self_bleu: float | None
-    distinct_2: float | None
+    scores: ConditionalScores
     nfe: float
     seconds: float
     examples: tuple[tuple[str, str], ...]
@@ -191,7 +183,12 @@ def stored_result(plan: Plan, decoder: Decoder) -> DecoderResult | None:
     if (record := stored_record(_result_file(plan, decoder), _result_key(plan, decoder))) is None:
         return None
     result = record["result"]
-    return DecoderResult(**{**result, "examples": tuple(tuple(e) for e in result["examples"])})
+    return DecoderResult(
+        ConditionalScores(**result["scores"]),
+        result["nfe"],
+        result["seconds"],
+        tuple(tuple(example) for example in result["examples"]),
+    )
 
 
 def _result_key(plan: Plan, decoder: Decoder) -> dict[str, object]:
@@ -234,7 +231,7 @@ def evaluate_decoder(
     assert scores is not None  # a reference field was given
     gens = generated.generations
     result = DecoderResult(
-        **asdict(scores),
+        scores,
         nfe=sum(g.nfe for g in gens) / len(gens),
         seconds=seconds,
         examples=tuple((g.source, g.text) for g in gens[:5]),
@@ -252,7 +249,7 @@ def results_page(plan: Plan, results: dict[str, DecoderResult], machine: str, pl
     p = plan.protocol
     base = load_config(plan.base, list(plan.common))
     t, d = base.training, base.data
-    sources = next(iter(results.values())).sources
+    sources = next(iter(results.values())).scores.sources
     lines = [
         f"# {plan.title}",
         "",
@@ -277,22 +274,23 @@ def results_page(plan: Plan, results: dict[str, DecoderResult], machine: str, pl
     ]
     for decoder in plan.decoders:
         r = results[decoder.name]
+        sc = r.scores
         how = f"{decoder.sampler}" + (
             f", {decoder.steps} steps" if not is_left_to_right(plan, decoder) else ""
         )
         how += f", K={decoder.samples}" + (" + MBR" if decoder.mbr else "") if decoder.samples > 1 else ""
         how += f", guidance {decoder.guidance:g}" if decoder.guidance else ""
         lines.append(
-            f"| **{decoder.label}** | `{decoder.model}` | {how} | {r.bleu:.2f} | {r.nist:.2f} |"
-            f" {_fmt(r.rouge_l, 2, 100)} | {r.cider:.2f} | {_fmt(r.ser, 1, 100)} % | {_fmt(r.self_bleu, 1, 100)} |"
-            f" {_fmt(r.distinct_2, 3)} | {r.nfe:.1f} | {r.seconds:.0f} |"
+            f"| **{decoder.label}** | `{decoder.model}` | {how} | {sc.bleu:.2f} | {sc.nist:.2f} |"
+            f" {_fmt(sc.rouge_l, 2, 100)} | {sc.cider:.2f} | {_fmt(sc.ser, 1, 100)} % | {_fmt(sc.self_bleu, 1, 100)} |"
+            f" {_fmt(sc.distinct_2, 3)} | {r.nfe:.1f} | {r.seconds:.0f} |"
         )
     for anchor in plan.anchors:
         lines.append(
             f"| {anchor.label} (published) | – | – | {_fmt(anchor.bleu, 2)} | {_fmt(anchor.nist, 2)} |"
             f" {_fmt(anchor.rouge_l, 2)} | {_fmt(anchor.cider, 2)} | – | – | – | – | – |"
         )
-    lines += ["", f"BLEU signature: `{next(iter(results.values())).bleu_signature}`.", ""]
+    lines += ["", f"BLEU signature: `{next(iter(results.values())).scores.bleu_signature}`.", ""]
     lines += ["Models (overrides of the base config, after the shared ones):", ""]
     lines += [
         f"- `{m.name}` ({m.label}): {', '.join(f'`{o}`' for o in m.overrides) or 'none'}" for m in plan.models
@@ -332,10 +330,10 @@ def claim_lines(plan: Plan, results: dict[str, DecoderResult]) -> list[str]:
     baseline = [d for d in plan.decoders if is_left_to_right(plan, d)]
     if not diffusion or not baseline:
         return ["_(the plan needs a diffusion row and a left-to-right row to check the claim)_"]
-    best_d = max(diffusion, key=lambda d: results[d.name].bleu)
-    best_b = max(baseline, key=lambda d: results[d.name].bleu)
-    rd, rb = results[best_d.name], results[best_b.name]
-    dd, db = results[plan.diverse_diffusion], results[plan.diverse_baseline]
+    best_d = max(diffusion, key=lambda d: results[d.name].scores.bleu)
+    best_b = max(baseline, key=lambda d: results[d.name].scores.bleu)
+    rd, rb = results[best_d.name].scores, results[best_b.name].scores
+    dd, db = results[plan.diverse_diffusion].scores, results[plan.diverse_baseline].scores
     quality = rd.bleu >= rb.bleu - 1.0
     ser = rd.ser is not None and rb.ser is not None and rd.ser <= rb.ser
     diverse = dd.self_bleu is not None and db.self_bleu is not None and dd.self_bleu < db.self_bleu
