@@ -122,6 +122,7 @@ def run_demo(
     s, final = cfg.sampling, out / "final"
     decoding = {
         "sampler": s.sampler,
+        "length": s.length,
         "steps": s.steps,
         "guidance": s.guidance,
         "seed": s.seed,
@@ -178,7 +179,7 @@ def _report(
 ) -> str:
     """The markdown of ``report.md``."""
     d, t, s = cfg.data, cfg.training, cfg.sampling
-    unguided = f"`{s.sampler}` sampler, {s.steps} steps"
+    unguided = f"`{s.sampler}` sampler, {s.steps} steps, window {s.length}"
     how = unguided + (f", guidance {s.guidance:g}" if s.guidance else "")
     bound = (
         f"Validation bound at step {valid[-1]['step']:.0f} ({t.eval_batches} batches of `{d.valid_file}`): "

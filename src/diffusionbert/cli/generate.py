@@ -36,7 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--length",
         type=positive_int,
-        help="target window (a [SEP] ends a text earlier); default: the model's data.target_window, else 48",
+        help="target window (a [SEP] ends a text earlier); default: the model's data.target_window, else 32",
     )
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0)

@@ -21,8 +21,9 @@ from ..sampling import pipeline_for
 from ..utils.runtime import default_device
 from .conditional import ConditionalScores, group_references, mbr_select, score_conditional
 
-DEFAULT_LENGTH = 48
-"""Target positions for a model trained without a fixed target window (E2E references average ~28 tokens)."""
+DEFAULT_LENGTH = 32
+"""Target positions for a model trained without a fixed target window: such a model fills the window it is
+given, and E2E references average ~28 tokens (a window of 48 made its texts ramble, docs/results-e2e.md)."""
 
 
 @dataclass(frozen=True)
