@@ -262,7 +262,7 @@ def results_page(plan: Plan, results: dict[str, DecoderResult], machine: str, pl
         f" {p.length} tokens, cut at the first generated [SEP]; seed {p.seed}, batch {p.batch_size} across"
         " sources) and is scored against all references of its MR: corpus BLEU-4 (sacrebleu, signature"
         " below), NIST-5, ROUGE-L (F, rouge-score), CIDEr-D, and the slot error rate (SER: the share of MR slots"
-        " a text misses or contradicts, plus slots it adds; documented rules in"
+        " a text misses or contradicts; documented rules in"
         " `diffusionbert.evaluation.slots`; the references themselves score 9.6 % on test). With K samples per"
         " MR, self-BLEU is the mean BLEU of each sample against the MR's other samples (lower: more diverse) and"
         " dist-2 the distinct bigrams over all samples. NFE: network calls per text (for beam search, per MR,"
