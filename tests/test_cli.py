@@ -83,7 +83,7 @@ def test_evaluate_prints_bound_per_token_and_per_word(trained, tiny_texts, tmp_p
         (["sample", "--checkpoint", "{missing}"], "checkpoint directory not found"),
         (["sample", "--checkpoint", "{garbage}"], "(no diffusion.json), not a trained diffusionbert model"),
         (["sample", "--checkpoint", "{final}", "--sampler", "nucleus"], "sampler='nucleus' is not valid"),
-        (["sample", "--checkpoint", "{final}", "--steps", "0"], "steps=0 is not valid"),
+        (["sample", "--checkpoint", "{final}", "--steps", "0"], "--steps: 0 is not a positive integer"),
         (["sample", "--checkpoint", "{final}", "--steps", "65"], "steps=65 is not valid"),
         (["sample", "--checkpoint", "{final}", "--length", "2", "--prompt", "the big cat"], "prompt has"),
         (["evaluate", "--checkpoint", "{final}", "--data", "{missing}"], "file not found"),

@@ -129,16 +129,22 @@ def test_generate_refuses_a_model_trained_on_plain_texts(tiny_config, capsys, tm
     assert code == 2 and "trained on plain texts" in err and err.strip().count("\n") == 0
 
 
+def _window_model(tiny_config, pairs_data, data: Path, source_dropout: float = 0.0) -> Path:
+    """A tiny pair model trained one step with a target window of 5; its run directory."""
+    path, out = tiny_config(
+        data=pairs_data(data, target_window=5),
+        diffusion={"schedule": "linear", "num_steps": 32},
+        training={"max_steps": 1, "save_every": 0, "eval_every": 0, "source_dropout": source_dropout},
+    )
+    train(load_config(path), progress=False)
+    return out
+
+
 def test_a_target_window_is_recorded_and_sets_the_generated_length(
     pair_model, tiny_config, tmp_path, capsys, pairs_data
 ):
     _, data = pair_model
-    path, out = tiny_config(
-        data=pairs_data(data, target_window=5),
-        diffusion={"schedule": "linear", "num_steps": 32},
-        training={"max_steps": 1, "save_every": 0, "eval_every": 0},
-    )
-    train(load_config(path), progress=False)
+    out = _window_model(tiny_config, pairs_data, data)
     recorded = json.loads((out / "final" / "diffusion.json").read_text())["data"]
     assert recorded["target_window"] == 5 and recorded["pairs"] is True
     result = generate_file(out / "final", data, "mr", steps=4, samples_per_source=2)
@@ -168,6 +174,82 @@ def test_a_target_window_is_recorded_and_sets_the_generated_length(
         path, _ = tiny_config(data={"train_file": str(data), "field": "ref", "max_length": 32, **bad})
         with pytest.raises(ConfigError, match=message):
             load_config(path)
+
+
+def test_a_window_model_decodes_the_length_it_predicts_from_each_source(
+    pair_model, tiny_config, pairs_data, monkeypatch, capsys
+):
+    """``end="predicted"`` (the default where it applies): one call on the all-[MASK] window reads
+    p(x_i = [SEP]) as the length's distribution function (running maximum) and the text is decoded in its
+    median length, never as [SEP]; without a source too (a source-dropout model: after its hidden source),
+    also after a prompt.
+
+    The denoiser is wrapped to put p([SEP]) = 0.1 before a length L that depends on the source, 0.6 at L
+    and 0.2 after it: the running maximum makes L the median, while the raw probabilities stay under 1/2
+    after L (so a reading without the maximum would give the whole window)."""
+    from diffusionbert.sampling import load_pipeline
+
+    final, data = pair_model
+    out = _window_model(tiny_config, pairs_data, data, source_dropout=0.5)
+    pipe = load_pipeline(out / "final")
+    sep, mask = pipe.tokenizer.sep_token_id, pipe.tokenizer.mask_token_id
+    real = pipe.model.forward
+
+    def length_of(source_tokens: torch.Tensor) -> torch.Tensor:
+        return 1 + source_tokens % 3
+
+    def forward(input_ids, attention_mask=None, t=None, positions=None):
+        output = real(input_ids, attention_mask=attention_mask, t=t, positions=positions)
+        rows, columns = positions.nonzero().unbind(-1)
+        window_start = (input_ids == sep).long().argmax(-1) + 1  # after the (hidden) source's [SEP]
+        index = columns - window_start[rows]
+        target = length_of(window_start - 2)[rows]
+        p = torch.where(index < target, 0.1, torch.where(index == target, 0.6, 0.2))
+        others = output.logits.clone()
+        others[:, sep] = float("-inf")
+        output.logits[:, sep] = torch.log(p / (1 - p)) + others.logsumexp(-1)
+        return output
+
+    monkeypatch.setattr(pipe.model, "forward", forward)
+    result = pipe(2, 5, steps=4, sampler="confidence", source=MRS, end="predicted")
+    source_tokens = torch.tensor(
+        [len(pipe.tokenizer(mr, add_special_tokens=False)["input_ids"]) for mr in MRS]
+    )
+    expected = length_of(source_tokens).repeat_interleave(2).tolist()
+    assert expected != [4] * 6 and result.lengths == expected
+    for row, length, nfe in zip(result.token_ids.tolist(), result.lengths, result.nfe, strict=True):
+        text = row[row.index(sep) + 1 :][:5]
+        assert sep not in text[:length] and mask not in text
+        assert text[length:] == [sep] * (5 - length)  # the rest of the window: given [SEP] filler
+        assert 2 <= nfe <= 5  # the length call, then at most one call per step
+    default = pipe(2, 5, steps=4, sampler="confidence", source=MRS)  # the predicted end, where it applies
+    assert torch.equal(default.token_ids, result.token_ids)
+    hidden = int(length_of(torch.tensor(pipe.source_length)))  # the hidden source has source_length tokens
+    unconditional = pipe(2, 5, steps=4, sampler="confidence")
+    assert unconditional.lengths == [hidden] * 2 and all(n >= 2 for n in unconditional.nfe)
+    prompted = pipe(2, 5, steps=4, sampler="confidence", prompt="the")  # a prompt is part of the window
+    assert prompted.lengths == [max(hidden, 2)] * 2 and all(t.startswith("the") for t in prompted.texts)
+    monkeypatch.undo()
+    assert pipe(1, 6, steps=4, source=MRS[0]).lengths[0] <= 6  # another window: a generated [SEP] ends it
+
+    for call, message in (
+        (lambda: pipe(1, 6, steps=4, source=MRS[0], end="predicted"), "allowed: length=5"),
+        (lambda: pipe(1, 5, steps=4, infill="a [MASK] pub", end="predicted"), "with infill="),
+        (lambda: pipe(1, 5, steps=4, source=MRS[0], end="eos"), "end='eos' is not valid"),
+        (lambda: load_pipeline(final)(1, 5, steps=4, source=MRS[0], end="predicted"), "data.target_window"),
+    ):
+        with pytest.raises(ConfigError, match=message) as raised:
+            call()
+        assert "\n" not in str(raised.value)
+    common = ["generate", "--checkpoint", str(out / "final"), "--data", str(data), "--source-field", "mr"]
+    written = out / "generated.jsonl"
+    options = ["--steps", "4", "--sampler", "confidence", "--end", "predicted", "--out", str(written)]
+    code, _, err = _cli(capsys, *common, *options)
+    assert code == 0, err
+    records = [json.loads(line) for line in written.read_text().splitlines()]
+    assert [r["source"] for r in records] == MRS and all(r["nfe"] >= 2 for r in records)
+    code, _, err = _cli(capsys, *common[:2], str(final), *common[3:], "--end", "predicted")
+    assert code == 2 and "data.target_window" in err and err.strip().count("\n") == 0
 
 
 def test_source_dropout_hides_whole_sources_in_training_and_enables_guidance(

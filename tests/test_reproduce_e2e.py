@@ -30,7 +30,7 @@ def tiny_plan(tiny_config, pairs_data, tmp_path) -> Path:
         data=pairs_data(data, max_length=32),
         diffusion={"objective": "diffusionbert", "schedule": "spindle", "num_steps": 2048},
     )
-    plan = yaml.safe_load(PLAN.read_text())
+    plan = yaml.safe_load(PLAN.read_text().replace("data.target_window=32", "data.target_window=8"))
     plan |= {
         "base": str(base),
         "output_dir": str(tmp_path / "models"),
@@ -44,16 +44,21 @@ def tiny_plan(tiny_config, pairs_data, tmp_path) -> Path:
 
 
 def test_every_decoder_is_a_scored_row_beside_the_anchors_and_reruns_from_cache(tiny_plan, capsys):
+    from diffusionbert.apps.reproduce_e2e import is_left_to_right, stored_result
+
     page = reproduce_e2e(tiny_plan, progress=False)
     plan = load_plan(tiny_plan)
     text = page.read_text()
-    assert len(plan.models) >= 6 and len(plan.decoders) >= 12
+    assert len(plan.models) >= 8 and len(plan.decoders) >= 15
+    assert any(d.end == "predicted" for d in plan.decoders)
     for decoder in plan.decoders:
         assert f"| **{decoder.label}** | `{decoder.model}` |" in text
         stored = json.loads((Path(plan.output_dir) / "decoders" / f"{decoder.name}.json").read_text())
-        scores = stored["result"]["scores"]
-        assert scores["sources"] == 3 and 0 <= scores["ser"] <= 1 and stored["result"]["nfe"] >= 1
-        assert (scores["self_bleu"] is None) == (decoder.samples == 1)
+        assert [g["source"] for g in stored["generations"]] == list(PAIRS)
+        assert all(g["nfe"] >= 1 for g in stored["generations"])
+        scores = stored_result(plan, decoder).scores
+        assert scores.sources == 3 and 0 <= scores.ser <= 1
+        assert (scores.self_bleu is None) == (decoder.samples == 1)
     assert "| 65.93 | 8.61 | 68.50 | 2.23 |" in text  # TGen beside ours
     assert "comparable quality" in text and "more diverse" in text and "nrefs:var" in text
     page.write_text(text.replace(DISCUSSION_START + "\n", DISCUSSION_START + "\nOur reading.\n"))
@@ -63,9 +68,17 @@ def test_every_decoder_is_a_scored_row_beside_the_anchors_and_reruns_from_cache(
     assert out.count("reusing the finished run") == len(plan.models)
     assert "Our reading." in page.read_text()
 
+    # stored texts are scored afresh: a metric change needs no decoding (here: texts set to references)
+    path = Path(plan.output_dir) / "decoders" / "ar-greedy.json"
+    stored = json.loads(path.read_text())
+    for generation, references in zip(stored["generations"], PAIRS.values(), strict=True):
+        generation["text"] = references[0]
+    path.write_text(json.dumps(stored))
+    rescored = stored_result(plan, plan.decoder("ar-greedy")).scores
+    assert rescored.bleu == pytest.approx(100.0) and rescored.ser == 0.0
+
     # make bench's speed-at-quality rows: the best AR row, and a diffusion row (bookkeeping, not timings)
     from diffusionbert.apps.bench import bench_conditional, conditional_report, speed_at_quality_rows
-    from diffusionbert.apps.reproduce_e2e import is_left_to_right, stored_result
 
     diffusion, ar = speed_at_quality_rows(plan)
     assert is_left_to_right(plan, ar) and not is_left_to_right(plan, diffusion)
@@ -84,6 +97,10 @@ def test_every_decoder_is_a_scored_row_beside_the_anchors_and_reruns_from_cache(
         ({"diverse_baseline": "ar-greedy"}, "samples >= 2"),
         ({"protocol": {"test_file": "missing.csv"}}, "not found"),
         ({"models": []}, "names must be present"),
+        (
+            {"decoders": [{"name": "x", "model": "ar", "label": "x", "sampler": "greedy", "end": "eos"}]},
+            "end='eos'",
+        ),
         (
             {"decoders": [{"name": "x", "model": "ar", "label": "x", "sampler": "greedy", "beams": 2}]},
             "no key",

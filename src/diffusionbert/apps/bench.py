@@ -357,7 +357,7 @@ def bench_conditional(
     plan: Plan, rows: tuple[Decoder, ...], sources: int = 32, device: str | torch.device | None = None
 ) -> list[DecodeTiming]:
     """Time each decoder row on the first ``sources`` test MRs at batch 1 and at batch ``sources``, as the
-    reproduction decodes them (its target window, samples per source, MBR and guidance), after one warm-up
+    reproduction decodes them (its target window, samples per source, MBR, guidance and end), after one warm-up
     call; tokens are those of the text kept per source."""
     p = plan.protocol
     texts = list(dict.fromkeys(str(t) for t in load_texts(p.test_file, p.source_field)["text"]))[:sources]
@@ -372,6 +372,7 @@ def bench_conditional(
                 "steps": decoder.steps,
                 "sampler": decoder.sampler,
                 "guidance": decoder.guidance,
+                "end": decoder.end,
                 "seed": p.seed,
                 "batch_size": batch * decoder.samples,
             }

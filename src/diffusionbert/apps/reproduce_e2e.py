@@ -7,24 +7,28 @@ generates one text for each distinct MR of the protocol's test file with
 :func:`~diffusionbert.evaluation.generate_file`, is scored against all references of its MR (BLEU, NIST,
 ROUGE-L, CIDEr, the slot error rate and, with several samples, their diversity) and timed. The page puts the
 published systems' numbers beside ours and checks the paper's claim (conditional text of comparable quality
-and more diverse than the baselines) on our numbers. Trained models and each decoder's scores are stored
-under the plan's output directory, keyed by what they depend on, so re-running only does what is missing.
+and more diverse than the baselines) on our numbers. Trained models and each decoder's texts are stored
+under the plan's output directory, keyed by what they depend on, so re-running only does what is missing;
+the texts are scored afresh each time, so a change to a metric needs no decoding.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ..config import Config, load_config
-from ..errors import ConfigError
+from ..errors import ConfigError, invalid_choice
 from ..evaluation.conditional import ConditionalScores
-from ..evaluation.generation import generate_file
+from ..evaluation.generation import Generation, generate_file, read_references, score_generations
+from ..evaluation.slots import references_error_rate
 from ..methods import LEFT_TO_RIGHT, get_method
+from ..sampling.pipeline import ENDS
 from ..utils.io import atomic_file
 from ..utils.runtime import machine_description
 from .reproduce import (
@@ -51,7 +55,8 @@ class Model:
 @dataclass(frozen=True)
 class Decoder:
     """A row of the table: how ``model`` generates (``samples`` per source; with ``mbr`` the consensus one is
-    kept, else the first; the diversity columns need ``samples`` >= 2)."""
+    kept, else the first; the diversity columns need ``samples`` >= 2; ``end``: where a text ends, see
+    :data:`~diffusionbert.sampling.pipeline.ENDS`)."""
 
     name: str
     model: str
@@ -61,6 +66,7 @@ class Decoder:
     samples: int = 1
     mbr: bool = False
     guidance: float = 0.0
+    end: str = "generated"
 
 
 @dataclass(frozen=True)
@@ -151,6 +157,8 @@ def load_plan(path: str | Path) -> Plan:
             raise ConfigError(f"reproduction plan {path}: {kind} names must be present and unique: {names}")
     for decoder in plan.decoders:
         plan.model(decoder.model)
+        if decoder.end not in ENDS:
+            raise invalid_choice(f"decoder {decoder.name!r}: end", decoder.end, ENDS)
     for name in (plan.diverse_diffusion, plan.diverse_baseline):
         if plan.decoder(name).samples < 2:
             raise ConfigError(f"decoder {name!r} compares diversity; allowed: samples >= 2 for it")
@@ -179,15 +187,29 @@ def model_dir(plan: Plan, decoder: Decoder) -> Path:
 
 
 def stored_result(plan: Plan, decoder: Decoder) -> DecoderResult | None:
-    """A decoder's stored result if it is up to date (same protocol, decoder and weights), else None."""
+    """A decoder's stored texts, scored now, if they are up to date (same protocol, decoder and weights),
+    else None."""
     if (record := stored_record(_result_file(plan, decoder), _result_key(plan, decoder))) is None:
         return None
-    result = record["result"]
+    generations = [Generation(**g) for g in record["generations"]]
+    return _scored(plan.protocol, generations, record["seconds"])
+
+
+@cache
+def _test_set(protocol: Protocol) -> tuple[list[str], list[list[str]]]:
+    """The distinct sources the protocol scores (in file order) and the references of each."""
+    p = protocol
+    sources, references = read_references(p.test_file, p.source_field, p.reference_field)
+    return sources[: p.max_sources], references[: p.max_sources]
+
+
+def _scored(protocol: Protocol, generations: list[Generation], seconds: float) -> DecoderResult:
+    scores = score_generations(generations, _test_set(protocol)[1], e2e=True)
     return DecoderResult(
-        ConditionalScores(**result["scores"]),
-        result["nfe"],
-        result["seconds"],
-        tuple(tuple(example) for example in result["examples"]),
+        scores,
+        nfe=sum(g.nfe for g in generations) / len(generations),
+        seconds=seconds,
+        examples=tuple((g.source, g.text) for g in generations[:5]),
     )
 
 
@@ -203,7 +225,8 @@ def _result_file(plan: Plan, decoder: Decoder) -> Path:
 def evaluate_decoder(
     plan: Plan, decoder: Decoder, progress: bool = True, device: str | None = None
 ) -> DecoderResult:
-    """Generate and score a decoder's row, or return its stored result when nothing it depends on changed."""
+    """Generate a decoder's texts (or read its stored ones when nothing they depend on changed) and score
+    them; the wall time covers the generation only."""
     if (stored := stored_result(plan, decoder)) is not None:
         return stored
     p = plan.protocol
@@ -212,32 +235,27 @@ def evaluate_decoder(
         model_dir(plan, decoder),
         p.test_file,
         p.source_field,
-        reference_field=p.reference_field,
         samples_per_source=decoder.samples,
         mbr=decoder.mbr,
-        e2e=True,
         max_sources=p.max_sources,
         sampler=decoder.sampler,
         steps=decoder.steps,
         length=p.length,
         guidance=decoder.guidance,
+        end=decoder.end,
         seed=p.seed,
         batch_size=p.batch_size,
         device=device,
         progress=progress,
     )
     seconds = time.perf_counter() - started
-    scores = generated.scores
-    assert scores is not None  # a reference field was given
-    gens = generated.generations
-    result = DecoderResult(
-        scores,
-        nfe=sum(g.nfe for g in gens) / len(gens),
-        seconds=seconds,
-        examples=tuple((g.source, g.text) for g in gens[:5]),
-    )
-    write_json(_result_file(plan, decoder), {"key": _result_key(plan, decoder), "result": asdict(result)})
-    return result
+    record = {
+        "key": _result_key(plan, decoder),
+        "seconds": seconds,
+        "generations": [asdict(g) for g in generated.generations],
+    }
+    write_json(_result_file(plan, decoder), record)
+    return _scored(p, generated.generations, seconds)
 
 
 def _fmt(value: float | None, digits: int, scale: float = 1.0) -> str:
@@ -259,11 +277,13 @@ def results_page(plan: Plan, results: dict[str, DecoderResult], machine: str, pl
         f" lr {t.lr} (a new head {t.head_lr}), seed {t.seed}; models differ only in the overrides listed below.",
         "",
         f"Every row generates one text for each of the {sources} distinct MRs of `{p.test_file}` (target window"
-        f" {p.length} tokens, cut at the first generated [SEP]; seed {p.seed}, batch {p.batch_size} across"
+        f" {p.length} tokens, a text ending at its first generated [SEP], or with a *predicted end* at the length the"
+        f" model predicts from its MR; seed {p.seed}, batch {p.batch_size} across"
         " sources) and is scored against all references of its MR: corpus BLEU-4 (sacrebleu, signature"
         " below), NIST-5, ROUGE-L (F, rouge-score), CIDEr-D, and the slot error rate (SER: the share of MR slots"
-        " a text misses or contradicts; documented rules in"
-        " `diffusionbert.evaluation.slots`; the references themselves score 9.6 % on test). With K samples per"
+        " a text misses or contradicts, plus the slots it adds that the MR does not have; documented rules in"
+        " `diffusionbert.evaluation.slots`; the references themselves score"
+        f" {100 * references_error_rate(*_test_set(p)):.1f} % on the same MRs). With K samples per"
         " MR, self-BLEU is the mean BLEU of each sample against the MR's other samples (lower: more diverse) and"
         " dist-2 the distinct bigrams over all samples. NFE: network calls per text (for beam search, per MR,"
         " each call over all its beams); time: the whole row's wall time.",
@@ -280,6 +300,7 @@ def results_page(plan: Plan, results: dict[str, DecoderResult], machine: str, pl
         )
         how += f", K={decoder.samples}" + (" + MBR" if decoder.mbr else "") if decoder.samples > 1 else ""
         how += f", guidance {decoder.guidance:g}" if decoder.guidance else ""
+        how += ", predicted end" if decoder.end == "predicted" else ""
         lines.append(
             f"| **{decoder.label}** | `{decoder.model}` | {how} | {sc.bleu:.2f} | {sc.nist:.2f} |"
             f" {_fmt(sc.rouge_l, 2, 100)} | {sc.cider:.2f} | {_fmt(sc.ser, 1, 100)} % | {_fmt(sc.self_bleu, 1, 100)} |"

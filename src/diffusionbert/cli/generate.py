@@ -6,13 +6,13 @@ import argparse
 import json
 from pathlib import Path
 
-from .common import model_options, positive_int
+from .common import decoding_options, model_options, positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "generate",
-        parents=model_options(),
+        parents=[*model_options(), decoding_options()],
         help="generate a text for every source of a file (a model trained on pairs), and score it",
     )
     p.add_argument("--checkpoint", required=True, help="model directory of a model trained on pairs")
@@ -27,27 +27,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--mbr", action="store_true", help="keep the minimum-Bayes-risk sample (BLEU) of the K")
     p.add_argument("--max-sources", type=positive_int, help="only the first N distinct sources")
-    p.add_argument(
-        "--sampler",
-        help="the model's own by default: ancestral (or cached | confidence | threshold | gibbs) for diffusion "
-        "models, autoregressive (or greedy | beam | beam:N) for AR models",
-    )
-    p.add_argument("--steps", type=positive_int, default=64, help="denoising steps")
-    p.add_argument(
-        "--length",
-        type=positive_int,
-        help="target window (a [SEP] ends a text earlier); default: the model's data.target_window, else 32",
-    )
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument(
-        "--guidance", type=float, default=0.0, help="classifier-free guidance weight (a source-dropout model)"
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--batch-size", type=positive_int, default=32, help="rows per network call, across sources"
-    )
     p.add_argument("--out", help="write one JSON per source here (source, text, nfe[, candidates])")
     p.add_argument("--scores-out", help="write the scores as JSON here")
     p.set_defaults(func=run)
@@ -78,6 +57,7 @@ def run(args: argparse.Namespace) -> None:
         top_k=args.top_k,
         top_p=args.top_p,
         guidance=args.guidance,
+        end=args.end,
         seed=args.seed,
         batch_size=args.batch_size,
         device=args.device,

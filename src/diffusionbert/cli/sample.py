@@ -6,37 +6,19 @@ import argparse
 import json
 from pathlib import Path
 
-from .common import model_options
+from .common import decoding_options, model_options, positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sample", parents=model_options(), help="generate texts from a trained model")
+    p = sub.add_parser(
+        "sample", parents=[*model_options(), decoding_options()], help="generate texts from a trained model"
+    )
     p.add_argument("--checkpoint", required=True, help="model directory (a run's final/ or a checkpoint)")
-    p.add_argument("--num-samples", type=int, default=8)
-    p.add_argument(
-        "--length",
-        type=int,
-        help="generated positions (a [SEP] may end a text earlier); default 32, with --source the model's "
-        "data.target_window when it has one",
-    )
-    p.add_argument("--steps", type=int, default=64, help="denoising steps (network calls at most)")
-    p.add_argument(
-        "--sampler",
-        help="the model's own by default: ancestral for diffusion models (or cached | confidence | threshold | "
-        "gibbs), autoregressive for AR models (or greedy | beam | beam:N, left to right with a key-value cache)",
-    )
+    p.add_argument("--num-samples", type=positive_int, default=8)
     group = p.add_mutually_exclusive_group()
     group.add_argument("--prompt", help="fixed text right after [CLS]")
     group.add_argument("--infill", help="text with [MASK] placeholders; only those are generated")
     group.add_argument("--source", help="seq2seq source; the target is generated (pair-trained models)")
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument(
-        "--guidance", type=float, default=0.0, help="classifier-free guidance weight, with --source"
-    )
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--out", help="write JSONL (text, length, nfe[, trajectory]) here instead of printing")
     p.add_argument("--trajectory", action="store_true", help="include the denoising path")
     p.set_defaults(func=run)
@@ -62,6 +44,7 @@ def run(args: argparse.Namespace) -> None:
         top_k=args.top_k,
         top_p=args.top_p,
         guidance=args.guidance,
+        end=args.end,
         seed=args.seed,
         batch_size=args.batch_size,
         progress=not args.no_progress,

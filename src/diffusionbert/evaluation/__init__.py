@@ -5,7 +5,7 @@ rate), as ``diffusionbert generate`` reports it."""
 
 from ..training.bound import BoundResult, nll_bound
 from .conditional import ConditionalScores, mbr_select, score_conditional
-from .generation import Generation, GenerationResult, generate_file
+from .generation import Generation, GenerationResult, generate_file, read_references, score_generations
 from .report import EvaluationReport, SampleMetrics, evaluate_file
 
 __all__ = [
@@ -19,5 +19,7 @@ __all__ = [
     "generate_file",
     "mbr_select",
     "nll_bound",
+    "read_references",
     "score_conditional",
+    "score_generations",
 ]

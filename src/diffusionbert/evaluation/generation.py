@@ -68,6 +68,7 @@ def generate_file(
     top_k: int = 0,
     top_p: float = 1.0,
     guidance: float = 0.0,
+    end: str | None = None,
     seed: int = 0,
     batch_size: int = 32,
     device: str | torch.device | None = None,
@@ -81,6 +82,9 @@ def generate_file(
     rate, the sources being E2E meaning representations. ``length`` is the target window (default: the
     model's ``data.target_window``, else :data:`DEFAULT_LENGTH`): a generated ``[SEP]`` ends a text earlier.
     ``guidance`` is classifier-free guidance (a model trained with ``training.source_dropout`` > 0).
+    ``end="predicted"`` decodes each text in the length the model predicts from its source (a model trained
+    with ``data.target_window``; see :mod:`~diffusionbert.diffusion.length`), ``"generated"`` ends it at
+    its first generated [SEP]; the default is the predicted end wherever it applies.
     """
     _check_request(samples_per_source, mbr, e2e, reference_field, max_sources)
     loaded = load_model_dir(checkpoint, device=default_device(device))
@@ -89,10 +93,7 @@ def generate_file(
     pipe.resolve_sampler(sampler)  # a wrong sampler fails before the data is read
     references: list[list[str]] | None = None
     if reference_field:
-        rows = load_texts(data, source_field, target_field=reference_field)
-        sources, references = group_references(
-            [str(s) for s in rows["source"]], [str(t) for t in rows["target"]]
-        )
+        sources, references = read_references(data, source_field, reference_field)
     else:
         sources = list(dict.fromkeys(str(t) for t in load_texts(data, source_field)["text"]))
     if max_sources is not None:
@@ -108,6 +109,7 @@ def generate_file(
         top_k=top_k,
         top_p=top_p,
         guidance=guidance,
+        end=end,
         seed=seed,
         batch_size=batch_size,
         progress=progress,
@@ -119,16 +121,31 @@ def generate_file(
         pick = mbr_select(texts) if mbr else 0
         several = texts if samples_per_source > 1 else None
         generations.append(Generation(source, texts[pick], nfe[pick], several))
-    scores = None
-    if references is not None:
-        scores = score_conditional(
-            sources,
-            [g.text for g in generations],
-            references,
-            candidates=[g.candidates for g in generations] if samples_per_source > 1 else None,
-            e2e=e2e,
-        )
+    scores = None if references is None else score_generations(generations, references, e2e)
     return GenerationResult(generations, scores)
+
+
+def read_references(
+    data: str | Path, source_field: str, reference_field: str
+) -> tuple[list[str], list[list[str]]]:
+    """The distinct sources of ``data`` in file order and the references of each."""
+    rows = load_texts(data, source_field, target_field=reference_field)
+    return group_references([str(s) for s in rows["source"]], [str(t) for t in rows["target"]])
+
+
+def score_generations(
+    generations: list[Generation], references: list[list[str]], e2e: bool = False
+) -> ConditionalScores:
+    """Score generations (one per source, in the order of ``references``) against their references, their
+    samples' diversity when each has several, and with ``e2e`` the slot error rate."""
+    several = all(g.candidates is not None for g in generations)
+    return score_conditional(
+        [g.source for g in generations],
+        [g.text for g in generations],
+        references,
+        candidates=[g.candidates or [] for g in generations] if several else None,
+        e2e=e2e,
+    )
 
 
 def _check_request(

@@ -3,9 +3,9 @@ realises, misses or contradicts, by hand-written lexical rules.
 
 An E2E meaning representation (MR) is a comma-separated list of ``slot[value]`` items, e.g.
 ``name[Blue Spice], eatType[coffee shop], area[city centre]``. The slot error rate of a set of texts is
-(missed + contradicted slots) / (all MR slots). The rules are lexical and deliberately plain, so that a
+(missed + contradicted + added slots) / (all MR slots), as in Dušek et al.'s E2E evaluation. The rules are lexical and deliberately plain, so that a
 reader can tell why a slot was counted. They were written against the E2E references, which themselves
-omit slots and sometimes state wrong values: on ``valid.csv`` the references score an SER of about 9%.
+omit slots and sometimes state wrong values: on ``valid.csv`` the references score an SER of about 9 %.
 
 Normalisation (of texts and values alike)
     Accents are dropped ("Café" = "Cafe"), text is lower-cased, "n't" becomes " not" ("isn't" = "is
@@ -104,7 +104,9 @@ Verdicts (:func:`check_slots`)
     For a closed slot with MR value v in band b: *contradicted* if the text mentions any band or value of
     the slot other than b, whether or not it also mentions b ("family friendly" plus "adults only"
     contradicts either value; a generic "restaurant" is ignored here); else *realised* if it mentions b;
-    else *missed*.
+    else *missed*. A closed slot the MR does not have is *added* when the text mentions any of its values (a
+    generic "restaurant" excepted): "a cheap coffee shop" for an MR without priceRange adds priceRange. Names
+    are not checked for additions (a text may name any venue).
 
 Self-contradictions (:func:`self_contradictions`, no MR)
     familyFriendly when the text mentions both yes and no; priceRange and customer rating when it mentions
@@ -372,16 +374,18 @@ _BRACKET_STEP = {"[": 1, "]": -1}
 
 @dataclass(frozen=True)
 class SlotCheck:
-    """How one text renders the slots of one MR; each field lists slot names in MR order."""
+    """How one text renders the slots of one MR: realised, missed and contradicted list MR slots in MR
+    order; added lists the closed slots the MR lacks but the text mentions, in :data:`SLOTS` order."""
 
     realised: tuple[str, ...]
     missed: tuple[str, ...]
     contradicted: tuple[str, ...]
+    added: tuple[str, ...] = ()
 
     @property
     def errors(self) -> int:
-        """Missed plus contradicted slots: this text's contribution to the slot error rate."""
-        return len(self.missed) + len(self.contradicted)
+        """Missed, contradicted and added slots: this text's contribution to the slot error rate."""
+        return len(self.missed) + len(self.contradicted) + len(self.added)
 
 
 # ------------------------------------------------------------------------------------------ parsing
@@ -500,7 +504,7 @@ def _verdict(slot: str, value: str, mentioned: set[str]) -> str:
 
 def check_slots(mr: Mapping[str, str] | str, text: str) -> SlotCheck:
     """Say, for each slot of ``mr`` (a parsed dict or an MR string), whether ``text`` realises, misses or
-    contradicts it, by the rules in this module's docstring."""
+    contradicts it, and which closed slots it adds, by the rules in this module's docstring."""
     slots = _as_mr(mr)
     norm = normalise(text)
     padded = f" {norm} "
@@ -514,11 +518,16 @@ def check_slots(mr: Mapping[str, str] | str, text: str) -> SlotCheck:
         else:
             verdict = _verdict(slot, value, mentions.get(slot, set()))
         verdicts[verdict].append(slot)
-    return SlotCheck(*(tuple(verdicts[key]) for key in ("realised", "missed", "contradicted")))
+    added = tuple(
+        slot
+        for slot in SLOTS
+        if slot not in slots and any((slot, band) not in GENERIC for band in mentions.get(slot, ()))
+    )
+    return SlotCheck(*(tuple(verdicts[key]) for key in ("realised", "missed", "contradicted")), added)
 
 
 def slot_error_rate(mrs: Sequence[str], texts: Sequence[str]) -> float:
-    """(Missed + contradicted slots) summed over all pairs / all MR slots: the usual E2E SER.
+    """(Missed + contradicted + added slots) summed over all pairs / all MR slots: the usual E2E SER.
 
     Pairs ``mrs[i]`` with ``texts[i]``; the two must have the same, non-zero length (:class:`ConfigError`
     otherwise), since a silent zip would score the wrong text against an MR.
@@ -530,6 +539,13 @@ def slot_error_rate(mrs: Sequence[str], texts: Sequence[str]) -> float:
     parsed = [parse_mr(mr) for mr in mrs]
     errors = sum(check_slots(slots, text).errors for slots, text in zip(parsed, texts, strict=True))
     return errors / sum(len(slots) for slots in parsed)
+
+
+def references_error_rate(mrs: Sequence[str], references: Sequence[Sequence[str]]) -> float:
+    """The slot error rate of every reference of every MR (``references[i]`` are those of ``mrs[i]``): the
+    floor a generated text is measured against, as human references omit and add slots too."""
+    pairs = [(mr, ref) for mr, refs in zip(mrs, references, strict=True) for ref in refs]
+    return slot_error_rate([mr for mr, _ in pairs], [ref for _, ref in pairs])
 
 
 def self_contradictions(text: str) -> tuple[str, ...]:

@@ -40,16 +40,20 @@ from transformers import PreTrainedTokenizerBase
 
 from ..checkpoint import LoadedModel, load_model_dir
 from ..diffusion.corruption import mask_sources
+from ..diffusion.length import length_cdf, median_length
 from ..diffusion.objectives import Objective
 from ..diffusion.self_prompt import SelfPrompt
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, invalid_choice
 from ..methods import DENOISE, LEFT_TO_RIGHT, objective_from_config
 from ..models import CausalLMForComparison, DiffusionBertForMaskedLM
 from .draws import check_sample_request, sample_generator
 from .left_to_right import LeftToRightDecoder, generate_left_to_right
-from .loop import DenoiseResult, denoise
+from .loop import Denoiser, DenoiseResult, denoise
 from .output import SampleOutput
 from .samplers import Sampler, build_sampler
+
+ENDS = ("generated", "predicted")
+"""Where a generated text ends: at its first generated [SEP], or at the length predicted from its source."""
 
 
 def guided_logits(conditional: Tensor, unconditional: Tensor, weight: float) -> Tensor:
@@ -149,6 +153,7 @@ class DiffusionPipeline(_Pipeline):
         source_dropout: float | None = None,
         self_prompt: SelfPrompt | None = None,
         source_length: int | None = None,
+        target_window: int | None = None,
     ) -> None:
         """``use_cache=False`` turns off logits reuse for time-agnostic models (a reference for benchmarks).
 
@@ -158,7 +163,8 @@ class DiffusionPipeline(_Pipeline):
         self-prompting model (each step reads the previous step's estimate; logits are then never reused).
         A pair model trained with source dropout generates without a source (unconditional, prompt, infill)
         after a hidden source of ``source_length`` [MASK]s (its mean source length in training), the input
-        source dropout trained it on; without source dropout it needs a source."""
+        source dropout trained it on; without source dropout it needs a source. ``target_window`` (a pair
+        model's ``data.target_window``) lets a call predict where each text ends (``end="predicted"``)."""
         if objective.mask_id != tokenizer.mask_token_id:
             raise ConfigError(
                 f"objective mask_id={objective.mask_id} differs from the tokenizer's mask_token_id="
@@ -177,6 +183,7 @@ class DiffusionPipeline(_Pipeline):
         self.source_dropout = source_dropout
         self.self_prompt = self_prompt
         self.source_length = source_length
+        self.target_window = target_window
 
     @classmethod
     def _from_loaded(cls, loaded: LoadedModel, device: torch.device | str | None) -> DiffusionPipeline:
@@ -193,6 +200,7 @@ class DiffusionPipeline(_Pipeline):
             source_dropout=loaded.source_dropout,
             self_prompt=loaded.self_prompt,
             source_length=loaded.source_length,
+            target_window=loaded.target_window,
         )
 
     @property
@@ -219,6 +227,7 @@ class DiffusionPipeline(_Pipeline):
         return_trajectory: bool = False,
         progress: bool = False,
         guidance: float = 0.0,
+        end: str | None = None,
     ) -> SampleOutput:
         """Generate ``num_samples`` texts of ``length`` generated positions in ``steps`` steps.
 
@@ -226,9 +235,14 @@ class DiffusionPipeline(_Pipeline):
         :class:`Sampler` object carrying its own options. With ``infill`` the template fixes the length and
         ``length`` is ignored. With a list of sources, ``num_samples`` texts are generated for each, and the
         output holds them source after source (``num_samples * len(source)`` rows). ``guidance`` w > 0
-        sharpens the texts towards their source (see the module doc).
+        sharpens the texts towards their source (see the module doc). With ``end="predicted"`` (a model
+        trained with a target window, given sources) one network call first predicts each source's text
+        length, and only that many positions are decoded, never as [SEP]; with ``"generated"`` a generated
+        [SEP] ends the text. The default (None) is ``"predicted"`` wherever it applies (sources, a model
+        trained with a target window, decoded in that window, not self-prompting), else ``"generated"``.
         """
         check_sample_request(num_samples, batch_size, seed)
+        end = self._resolve_end(end, length, infill)
         sampler = self._sampler(sampler or self.default_sampler, temperature, top_k, top_p)
         timesteps = sampler.timesteps(steps)
         sources = [source] if source is None or isinstance(source, str) else list(source)
@@ -243,7 +257,7 @@ class DiffusionPipeline(_Pipeline):
         padded = prompted or bool((layout.ids == tok.pad_token_id).any())
         cache = self.use_cache and self.time_conditioning == "none" and not prompted
 
-        def call_model(x: Tensor, time: Tensor, positions: Tensor) -> Tensor:
+        def predict(x: Tensor, time: Tensor, positions: Tensor) -> Tensor:
             attention_mask = (x != tok.pad_token_id).long() if padded else None
             logits = self.model(
                 input_ids=x, attention_mask=attention_mask, t=time, positions=positions
@@ -256,6 +270,16 @@ class DiffusionPipeline(_Pipeline):
                 input_ids=hidden, attention_mask=attention_mask, t=time, positions=positions
             )
             return guided_logits(logits, unconditional.logits, guidance)
+
+        def call_model(x: Tensor, time: Tensor, positions: Tensor) -> Tensor:
+            logits = predict(x, time, positions)
+            if end == "predicted":  # the text's length is decided: no [SEP] inside it
+                logits[:, tok.sep_token_id] = float("-inf")
+            return logits
+
+        if end == "predicted":
+            first_time = sampler.time_input(timesteps[0][0])
+            layout = self._predicted_ends(layout, predict, first_time, batch_size)
 
         total = num_samples * len(sources)
         template = torch.arange(total, device=self.device) // num_samples  # the source of each output row
@@ -293,8 +317,8 @@ class DiffusionPipeline(_Pipeline):
         return SampleOutput(
             texts=texts,
             token_ids=tokens.cpu(),
-            lengths=[end - start for start, end in zip(starts_at, ends, strict=True)],
-            nfe=torch.cat([r.nfe for r in results]).tolist(),
+            lengths=[stop - start for start, stop in zip(starts_at, ends, strict=True)],
+            nfe=(torch.cat([r.nfe for r in results]) + int(end == "predicted")).tolist(),
             trajectories=torch.cat([r.trajectory for r in results]).cpu() if return_trajectory else None,
         )
 
@@ -309,6 +333,64 @@ class DiffusionPipeline(_Pipeline):
                 f"guidance={guidance} needs a model trained with training.source_dropout > 0 (this one: "
                 f"{self.source_dropout}); without it the model never saw a hidden source"
             )
+
+    def _resolve_end(self, end: str | None, length: int, infill: str | None) -> str:
+        """Where the texts of a call end: ``end`` checked (a predicted end needs the window the model learned
+        to end texts in, filled from its start or after a prompt), or for None the predicted end wherever it
+        applies."""
+        if end is None:
+            applies = not infill and self.target_window == length and self.self_prompt is None
+            return "predicted" if applies else "generated"
+        if end not in ENDS:
+            raise invalid_choice("end", end, list(ENDS))
+        if end == "generated":
+            return end
+        if infill:
+            raise ConfigError(
+                'end="predicted" decodes a window from its start, an infill fixes its own positions; '
+                'allowed: end="generated" with infill='
+            )
+        if self.target_window is None:
+            raise ConfigError(
+                'end="predicted" needs a model trained with data.target_window (it learns where a text ends '
+                'by filling the window with [SEP]); allowed: end="generated" for this model'
+            )
+        if length != self.target_window:
+            raise ConfigError(
+                f'end="predicted" with length={length}, but the model learned its ends in a window of '
+                f"{self.target_window}; allowed: length={self.target_window}"
+            )
+        if self.self_prompt is not None:
+            raise ConfigError(
+                'end="predicted" is not implemented for a self-prompting model; allowed: end="generated"'
+            )
+        return end
+
+    def _predicted_ends(self, layout: _Layout, predict: Denoiser, time: float, batch_size: int) -> _Layout:
+        """``layout`` with each template's text cut to its median predicted length (at least one generated
+        token): one network call on the all-[MASK] target window at ``time`` (t = 1) gives p_θ(x_i = [SEP])
+        at its generated positions (after the source, or after a prompt), whose running maximum is the
+        length's distribution function (:mod:`~diffusionbert.diffusion.length`); the window after the text
+        becomes given [SEP] filler, as in training."""
+        sep = self.tokenizer.sep_token_id
+        lengths = []
+        for start in range(0, layout.ids.shape[0], batch_size):
+            rows = layout.select(torch.arange(start, min(start + batch_size, layout.ids.shape[0])))
+            times = torch.full((rows.ids.shape[0],), time, dtype=torch.float32, device=self.device)
+            logits = predict(rows.ids, times, rows.generated)
+            sep_log_probs = torch.log_softmax(logits.float(), -1)[:, sep].view(rows.ids.shape[0], -1)
+            lengths.append(median_length(length_cdf(sep_log_probs)).clamp_min(1))
+        text_end = layout.cut_from + torch.cat(lengths)
+        columns = torch.arange(layout.ids.shape[1], device=self.device)
+        filler = (columns >= text_end[:, None]) & layout.generated
+        return _Layout(
+            layout.ids.masked_fill(filler, sep),
+            layout.generated & ~filler,
+            layout.noise_mask,
+            layout.text_start,
+            layout.cut_from,
+            text_end,
+        )
 
     def resolve_sampler(self, sampler: str | None) -> str:
         """The name of the sampler a call with ``sampler`` uses (default ``ancestral``), checked to suit the
@@ -465,9 +547,12 @@ class AutoregressivePipeline(_Pipeline):
         return_trajectory: bool = False,
         progress: bool = False,
         guidance: float = 0.0,
+        end: str | None = None,
     ) -> SampleOutput:
-        """Generate ``num_samples`` texts of at most ``length`` tokens (per source with ``source``)."""
+        """Generate ``num_samples`` texts of at most ``length`` tokens (per source with ``source``); a text
+        ends at its first generated [SEP] (``end`` None or ``"generated"``)."""
         conditioning = (("prompt", prompt), ("infill", infill), ("guidance", guidance))
+        conditioning += (("end='predicted'", end == "predicted"),)
         given = [name for name, value in conditioning if value]
         given += ["return_trajectory"] if return_trajectory else []
         if given:
