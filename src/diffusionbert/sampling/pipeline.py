@@ -14,7 +14,9 @@ Sequences use the training layout ``[CLS] x_1 … x_L``: position 0 is kept and 
 from all-[MASK]; a generated ``[SEP]`` ends the text. Conditioning goes through the same loop by fixing
 tokens: a ``prompt`` right after ``[CLS]``, an ``infill`` template whose ``[MASK]`` placeholders are the only
 generated positions, or a seq2seq ``source`` in the pair layout ``[CLS] source [SEP] target …`` where only
-the target is generated. A list of sources is decoded in one call, ``num_samples`` per source, batched across
+the target is generated. A model trained with a target window (``data.target_window``) instead decodes each
+text in the length it predicts from one first call (``end="predicted"``, its default in that window), the rest
+of the window given as ``[SEP]`` filler. A list of sources is decoded in one call, ``num_samples`` per source, batched across
 sources: rows are right-padded with ``[PAD]`` to the longest and the network sees them through an attention
 mask (``x != [PAD]``, exact: the denoiser puts zero mass on ``[PAD]``, so no generated token is one).
 With ``guidance`` w > 0 (classifier-free guidance, for a model trained with source dropout) every call also
@@ -53,7 +55,8 @@ from .output import SampleOutput
 from .samplers import Sampler, build_sampler
 
 ENDS = ("generated", "predicted")
-"""Where a generated text ends: at its first generated [SEP], or at the length predicted from its source."""
+"""Where a generated text ends: at its first generated [SEP], or at the length the model predicts for it
+(:mod:`~diffusionbert.diffusion.length`)."""
 
 
 def guided_logits(conditional: Tensor, unconditional: Tensor, weight: float) -> Tensor:
@@ -236,10 +239,11 @@ class DiffusionPipeline(_Pipeline):
         ``length`` is ignored. With a list of sources, ``num_samples`` texts are generated for each, and the
         output holds them source after source (``num_samples * len(source)`` rows). ``guidance`` w > 0
         sharpens the texts towards their source (see the module doc). With ``end="predicted"`` (a model
-        trained with a target window, given sources) one network call first predicts each source's text
-        length, and only that many positions are decoded, never as [SEP]; with ``"generated"`` a generated
-        [SEP] ends the text. The default (None) is ``"predicted"`` wherever it applies (sources, a model
-        trained with a target window, decoded in that window, not self-prompting), else ``"generated"``.
+        trained with a target window, decoded in it) one network call first predicts each text's length (given
+        its source, or its hidden source and prompt), and only that many positions are decoded, never as
+        [SEP]; with ``"generated"`` a generated [SEP] ends the text. The default (None) is ``"predicted"``
+        wherever it applies (a model trained with a target window, decoded in that window, no infill, not
+        self-prompting), else ``"generated"``.
         """
         check_sample_request(num_samples, batch_size, seed)
         end = self._resolve_end(end, length, infill)
