@@ -3,9 +3,10 @@ realises, misses or contradicts, by hand-written lexical rules.
 
 An E2E meaning representation (MR) is a comma-separated list of ``slot[value]`` items, e.g.
 ``name[Blue Spice], eatType[coffee shop], area[city centre]``. The slot error rate of a set of texts is
-(missed + contradicted + added slots) / (all MR slots), as in Dušek et al.'s E2E evaluation. The rules are lexical and deliberately plain, so that a
-reader can tell why a slot was counted. They were written against the E2E references, which themselves
-omit slots and sometimes state wrong values: on ``valid.csv`` the references score an SER of about 9 %.
+(missed + contradicted + added slots) / (all MR slots), as in Dušek et al.'s E2E evaluation. The rules are
+lexical and deliberately plain, so that a reader can tell why a slot was counted. They were written against
+the E2E references, which themselves omit slots and sometimes state wrong values: on ``valid.csv`` the
+references score an SER of about 9 %.
 
 Normalisation (of texts and values alike)
     Accents are dropped ("Café" = "Cafe"), text is lower-cased, "n't" becomes " not" ("isn't" = "is
