@@ -9,6 +9,7 @@ expected size for 27 cells and 20k samples). Seeds are fixed, so the outcomes ar
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -30,6 +31,7 @@ from diffusionbert.sampling.loop import DenoiseResult, denoise
 from diffusionbert.sampling.samplers import (
     SAMPLERS,
     GibbsSampler,
+    RoutingSampler,
     Sampler,
     StepInput,
     build_sampler,
@@ -131,6 +133,52 @@ def test_continuous_ancestral_is_the_discrete_chain_on_its_grid(objective: Objec
     schedule = CosineSchedule() if isinstance(objective, MD4Objective) else LinearSchedule()
     p_value, tv = fit(samples, exact_probs(DiffusionBertObjective(MASK, schedule, 4), toy))
     assert p_value > 1e-3 and tv < 0.03
+
+
+def test_tweedie_of_a_normalised_network_samples_the_enumerated_chain():
+    """With Σ_v e^{ℓ_v} = 1 SEDD's Tweedie step is the exact reverse step: the 4-step chain's p_θ(x_0)."""
+    toy = ToyDenoiser(seed=4, time_dependent=True)
+    normalised = lambda x, time, positions: torch.log_softmax(toy.logits(x, time), -1)[positions]  # noqa: E731
+    sampler = build_sampler("tweedie", ContinuousObjective(MASK, LinearSchedule()))
+    gen = torch.Generator().manual_seed(0)
+    samples = torch.cat([
+        denoise(
+            normalised, torch.full((1000, LENGTH), MASK), sampler, sampler.timesteps(4), gen,
+            generated=torch.ones(1000, LENGTH, dtype=torch.bool),
+        ).tokens
+        for _ in range(NUM_SAMPLES // 1000)
+    ])  # fmt: skip
+    p_value, tv = fit(samples, exact_probs(DiffusionBertObjective(MASK, LinearSchedule(), 4), toy))
+    assert p_value > 1e-3 and tv < 0.03
+
+
+@pytest.mark.parametrize("total", [0.5, 2.0, 4.0])
+def test_tweedie_reveals_with_the_scores_total_times_u_and_draws_tokens_by_their_scores(total: float):
+    """One step t = 6 → s = 4 of T = 8 (linear): u = (α_s − α_t)/(1 − α_t) = 0.25/0.75 = 1/3; a position is
+    revealed with probability min(1, Z·u) and as token v ∝ e^{ℓ_v}; the last step reveals every position."""
+    n, probs = 40_000, torch.tensor([0.6, 0.3, 0.1], dtype=torch.float64)
+    inp = all_masked_input((probs.log() + math.log(total)).expand(n, 3).tolist(), n, 0, 4)
+    inp = dataclasses.replace(inp, t=6, s=4)
+    sampler = build_sampler("tweedie", DiffusionBertObjective(3, LinearSchedule(), 8))
+    x_s, _ = sampler.step(inp, torch.Generator().manual_seed(0))
+    revealed = x_s[:, 0] != 3
+    expected = min(1.0, total / 3.0)
+    assert (
+        abs(revealed.double().mean().item() - expected) < 4 * math.sqrt(expected * (1 - expected) / n) + 1e-9
+    )
+    if revealed.any():
+        counts = torch.bincount(x_s[revealed, 0], minlength=3).double()
+        assert chi_square_p_value(counts, probs) > 1e-3
+    last = dataclasses.replace(inp, t=2, s=0, index=3)
+    x_s, _ = sampler.step(last, torch.Generator().manual_seed(0))
+    assert bool((x_s != 3).all())
+
+
+def test_tweedie_rejects_a_spindle_schedule():
+    spindle = DiffusionBertObjective(MASK, SCHEDULES["spindle-reference-sentence"](), 8)
+    with pytest.raises(ConfigError, match="sampler='tweedie' needs a token-independent schedule") as err:
+        build_sampler("tweedie", spindle)
+    assert "\n" not in str(err.value)
 
 
 def test_the_fit_detects_a_changed_distribution():
@@ -300,7 +348,7 @@ def test_every_sampler_resolves_all_masks_never_draws_forbidden_ids_and_is_seede
     assert not bool(torch.isin(tokens[generated], torch.tensor(FORBIDDEN)).any())
     assert torch.equal(tokens, run_random(sampler, steps=8)[0].tokens)
     assert not torch.equal(tokens, run_random(sampler, steps=8, seed=1)[0].tokens)
-    if name != "gibbs":  # Gibbs re-masks by design; every other sampler keeps revealed tokens
+    if name not in ("gibbs", "routing"):  # these re-mask by design; every other sampler keeps revealed tokens
         traj = result.trajectory
         revealed = traj[:, :-1] != RANDOM_MASK
         assert torch.equal(traj[:, 1:][revealed], traj[:, :-1][revealed])
@@ -316,7 +364,7 @@ def test_all_random_draws_are_float64(name: str, monkeypatch: pytest.MonkeyPatch
         return uniform(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.Tensor, "uniform_", spy)
-    options = {"choice_temperature": 1.0} if name == "confidence" else {}
+    options = {"choice_temperature": 1.0} if name in ("confidence", "routing") else {}
     run_random(build_sampler(name, objective(), **options), steps=4)
     assert dtypes and set(dtypes) == {torch.float64}
 
@@ -412,6 +460,49 @@ def test_gibbs_remasks_the_lowest_scores_with_mask_predict_counts():
     assert bool(scores[remasked].max() <= scores[~remasked].min())
 
 
+@pytest.mark.parametrize(
+    "objective",
+    [
+        DiffusionBertObjective(RANDOM_MASK, LinearSchedule(), 32),
+        ContinuousObjective(RANDOM_MASK, CosineSchedule()),
+    ],
+    ids=["discrete-linear", "continuous-cosine"],
+)
+def test_routing_keeps_the_schedules_expected_masked_count(objective: Objective):
+    """RDM: after the step to s, ⌊N·(1 − α_s)⌋ positions stay masked, on the objective's own grid."""
+    steps = 5
+    sampler = build_sampler("routing", objective)
+    result, _ = run_random(sampler, steps)
+    masked_left = (result.trajectory == RANDOM_MASK).sum(-1)[0]
+    alpha = objective.schedule.alpha
+    grid = [s for _, s in sampler.timesteps(steps)]
+    times = [g / 32 if isinstance(objective, DiscreteObjective) else g for g in grid]
+    expected = [
+        math.floor(18 * (1.0 - float(alpha(torch.tensor(t, dtype=torch.float64)))) + 1e-9) for t in times
+    ]
+    assert masked_left[1:].tolist() == expected
+    gibbs = [18 * (steps - k) // steps for k in range(1, steps + 1)]
+    assert expected != gibbs  # the count is the schedule's, not Mask-Predict's
+
+
+def test_routing_sends_low_scores_back_to_noise_and_its_noise_anneals():
+    inp = all_masked_input([[4.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 9.0, 0.0], [1.0, 0.0, 0.0]], 1, 0, 2)
+    sampler = RoutingSampler(DiffusionBertObjective(3, LinearSchedule(), 8))
+    inp = dataclasses.replace(inp, t=8, s=4)
+    x_s, scores = sampler.step(inp, torch.Generator().manual_seed(0))
+    remasked = x_s == 3
+    assert int(remasked.sum()) == 2  # ⌊4 · (1 − α_{4/8})⌋ = 2
+    assert bool(scores[remasked].max() <= scores[~remasked].min())
+    noisy = RoutingSampler(DiffusionBertObjective(3, LinearSchedule(), 8), choice_temperature=50.0)
+    kept = {
+        tuple((noisy.step(inp, torch.Generator().manual_seed(seed)).x_s == 3).tolist()[0])
+        for seed in range(40)
+    }
+    assert len(kept) > 1  # stochastic routing: which positions stay varies with the draws
+    last = dataclasses.replace(inp, index=1, t=4, s=0)  # noise scale 50 · (1 − 2/2) = 0 at the last step
+    assert bool((noisy.step(last, torch.Generator().manual_seed(0)).x_s != 3).all())
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Time grids, options and errors
 
@@ -440,7 +531,9 @@ def test_steps_out_of_range_is_a_one_line_config_error(steps: int):
 
 def test_build_sampler_rejects_unknown_names_and_options():
     obj = DiffusionBertObjective(MASK, LinearSchedule(), 8)
-    with pytest.raises(ConfigError, match="ancestral, cached, confidence, gibbs, threshold") as err:
+    with pytest.raises(
+        ConfigError, match="ancestral, cached, confidence, gibbs, routing, threshold, tweedie"
+    ) as err:
         build_sampler("ancestrl", obj)
     assert "did you mean 'ancestral'" in str(err.value) and "\n" not in str(err.value)
     with pytest.raises(ConfigError, match="no option 'threshold'"):

@@ -282,6 +282,7 @@ def bench_sampling(
         ("confidence (LLaDA low-confidence remasking)", "confidence", 64, True),
         ("threshold (Fast-dLLM, τ = 0.9)", "threshold", 64, True),
         ("gibbs (Mask-Predict)", "gibbs", 16, True),
+        ("routing (RDM top-k routing)", "routing", 16, True),
     )
     timings = []
     for label, sampler, steps, use_cache in runs:

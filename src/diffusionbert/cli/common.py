@@ -31,8 +31,8 @@ def decoding_options() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument(
         "--sampler",
-        help="the model's own by default: ancestral for diffusion models (or cached | confidence | threshold | "
-        "gibbs), autoregressive for AR models (or greedy | beam | beam:N, left to right with a key-value cache)",
+        help="the model's own by default: ancestral for diffusion models (or cached | tweedie | confidence | "
+        "threshold | gibbs | routing), autoregressive for AR models (or greedy | beam | beam:N, left to right with a key-value cache)",
     )
     parent.add_argument(
         "--steps", type=positive_int, default=64, help="denoising steps (network calls at most)"

@@ -15,7 +15,7 @@ from torch import Tensor
 from ..errors import ConfigError
 from .corruption import group_mass, unmask_probability
 from .objectives import AnyOrderObjective, ContinuousObjective, DiscreteObjective, Objective
-from .schedules import LinearSchedule, NoiseSchedule
+from .schedules import LinearSchedule, NoiseSchedule, SpindleSchedule
 
 Time = int | float  # a step k of a T-step chain, or a continuous time in [0, 1]
 
@@ -39,6 +39,11 @@ class ReverseProcess(ABC):
     @abstractmethod
     def time_input(self, t: Time) -> float:
         """The network's time input (the fraction t/T of the chain still to walk)."""
+
+    @abstractmethod
+    def masked_fraction(self, t: Time) -> float:
+        """1 − α_t: the expected fraction of positions still masked at t (spindle: its token-independent
+        base schedule's), the count a routing decoder keeps masked."""
 
     def prepare(self, log_p_x0: Tensor) -> dict[str, Tensor]:
         """What the rule reads of p_θ(x_0 | x_t) [m, V], per position: ``mass`` [m, G], p_θ's mass per token
@@ -95,6 +100,11 @@ class DiscreteReverse(ReverseProcess):
     def time_input(self, t: Time) -> float:
         return t / self.objective.num_steps
 
+    def masked_fraction(self, t: Time) -> float:
+        schedule = self.objective.schedule
+        base = schedule.base if isinstance(schedule, SpindleSchedule) else schedule
+        return 1.0 - float(base.discrete_alpha(torch.tensor(t), self.objective.num_steps))
+
     def prepare(self, log_p_x0: Tensor) -> dict[str, Tensor]:
         out = super().prepare(log_p_x0)
         expected = self.objective.reverse_statistic(mass=out["mass"])
@@ -130,6 +140,9 @@ class ContinuousReverse(ReverseProcess):
 
     def time_input(self, t: Time) -> float:
         return float(t)
+
+    def masked_fraction(self, t: Time) -> float:
+        return 1.0 - float(self.schedule.alpha(torch.tensor(float(t), dtype=torch.float64)))
 
     def unmask_probability_at(
         self,

@@ -11,8 +11,8 @@ loop (:func:`diffusionbert.sampling.loop.denoise`) drives:
 * ``sampler.step(StepInput, generator)`` → :class:`StepOutput` with x_s [B, L], from that prediction of
   p_θ(x_0 | x_t) at the n currently masked positions (row-major order of ``masked.nonzero()``).
 
-Contract of every step: only masked generated positions are written (:class:`GibbsSampler` may re-mask by
-design), a state without masked positions is returned unchanged (so the loop stops early), forbidden ids
+Contract of every step: only masked generated positions are written (:class:`GibbsSampler` and
+:class:`RoutingSampler` may re-mask by design), a state without masked positions is returned unchanged (so the loop stops early), forbidden ids
 (logit −inf) are never drawn, and every categorical draw uses float64 Gumbel-max noise from the given
 generator(s). A list of generators, one per batch row, makes the draws of a row independent of the rest of
 the batch, so splitting a batch differently gives the same samples.
@@ -27,10 +27,13 @@ Samplers (:func:`build_sampler` by name):
 * ``cached`` — the same draws, for time-agnostic models only: the loop then reuses the prepared logits while
   x_t is unchanged, so the number of network calls is at most the number of generated tokens (MDLM's
   cache), and a step without a call costs O(n·G), not O(n·V).
-* ``confidence`` — MaskGIT / LLaDA low-confidence remasking and RDM top-k: reveal the most confident
-  candidates, a planned number per step (not the model's distribution; a heuristic decoder).
+* ``tweedie`` — SEDD's Tweedie τ-leaping from unnormalised scores: the ancestral rule with the reveal
+  probability scaled by the scores' total (identical to ``ancestral`` for a normalised network).
+* ``confidence`` — MaskGIT / LLaDA low-confidence remasking: reveal the most confident candidates, a planned
+  number per step (not the model's distribution; a heuristic decoder).
 * ``threshold`` — Fast-dLLM parallel decoding: reveal every candidate with probability ≥ τ, at least one.
 * ``gibbs`` — Mask-Predict from a plain MLM: fill every mask, re-mask the least confident, repeat.
+* ``routing`` — RDM's top-k routing: Mask-Predict with the re-masked count set by the noise schedule.
 
 ``temperature``, ``top_k`` and ``top_p`` reshape p_θ(x_0 | x_t) before any step. Any non-default value
 changes the sampled distribution: samples are then no longer from the model whose NLL bound is reported.
@@ -166,6 +169,13 @@ def _unmasking_schedule(schedule: str) -> UnmaskingSchedule:
     if schedule not in ("linear", "cosine"):
         raise invalid_choice("unmasking schedule", schedule, ["linear", "cosine"])
     return schedule
+
+
+def _choice_temperature(value: float) -> float:
+    """``value`` checked to be a valid scale of the confidence noise (≥ 0)."""
+    if not value >= 0:
+        raise ConfigError(f"choice_temperature={value!r} is not valid; allowed: choice_temperature >= 0")
+    return value
 
 
 def _ranks(values: Tensor, where: Tensor, descending: bool) -> Tensor:
@@ -370,8 +380,50 @@ class CachedSampler(AncestralSampler):
     requires_time_agnostic: ClassVar[bool] = True
 
 
+class TweedieSampler(AncestralSampler):
+    """SEDD's Tweedie τ-leaping on the absorbing graph (Lou et al., 2024), read from unnormalised scores.
+
+    A network trained with score entropy (``objective='sedd'``) outputs log-scores ℓ [V]: its estimate of the
+    concrete score p_t(v at i) / p_t([MASK] at i) is e^{ℓ_v}·α_t / (1 − α_t), whose total Z = Σ_v e^{ℓ_v} is
+    learned, not fixed to 1. The Tweedie step from t to s (the scores carried back through exp of the
+    forward rates, then the transposed transition) reveals a masked position with probability min(1, Z·u),
+    u = (α_s − α_t) / (1 − α_t), as token v ∝ e^{ℓ_v}. The last step reveals every position left (SEDD's
+    final denoising step), as a network with Z < 1 may otherwise stop short of clean text. For a normalised
+    network (Z = 1) this is exactly the ancestral rule. It needs a token-independent schedule (one group).
+    """
+
+    name: ClassVar[str] = "tweedie"
+    can_jump: ClassVar[bool] = False  # the jump's stay probability reads p_θ only, not Z
+
+    def __init__(
+        self, objective: Objective, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0
+    ) -> None:
+        super().__init__(objective, temperature=temperature, top_k=top_k, top_p=top_p)
+        if self.process.groups is not None:
+            raise ConfigError(
+                f"sampler='tweedie' needs a token-independent schedule, but objective={objective.name!r} "
+                "uses spindle; allowed: sampler='ancestral' for a spindle model"
+            )
+
+    def prepare(self, logits: Tensor) -> dict[str, Tensor]:
+        """:meth:`AncestralSampler.prepare`, plus ``log_total`` [m]: log Z, from the raw logits."""
+        log_total = torch.logsumexp(logits.to(torch.float64), dim=-1)
+        return super().prepare(logits) | {"log_total": log_total}
+
+    def choose(self, inp: StepInput, prediction: Prediction, random: RowRandom) -> tuple[Tensor, Tensor]:
+        rows, positions = inp.rows, inp.positions
+        u = self.process.unmask_probability(
+            inp.x_t, inp.noise_mask, rows, None, inp.t, inp.s, torch.float64
+        )  # [B, 1]
+        reveal_probability = (prediction.at("log_total", positions).exp() * u[rows, 0]).clamp(max=1.0)
+        reveal = random.uniform(rows) < reveal_probability
+        if inp.is_last:
+            reveal = torch.ones_like(reveal)
+        return reveal, self._reveal_values(prediction, positions, rows, reveal, u, random)
+
+
 class ConfidenceSampler(Sampler):
-    """Reveal the n_k most confident candidates per step (MaskGIT, LLaDA low-confidence remasking, RDM top-k).
+    """Reveal the n_k most confident candidates per step (MaskGIT, LLaDA low-confidence remasking).
 
     Candidates are drawn for every masked position; confidence is the candidate's log p_θ, plus
     MaskGIT's annealed Gumbel noise ``choice_temperature · (1 − (k + 1)/K) · g`` when that is > 0. The counts
@@ -392,11 +444,7 @@ class ConfidenceSampler(Sampler):
     ) -> None:
         super().__init__(objective, temperature=temperature, top_k=top_k, top_p=top_p)
         self.schedule = _unmasking_schedule(schedule)
-        if not choice_temperature >= 0:
-            raise ConfigError(
-                f"choice_temperature={choice_temperature!r} is not valid; allowed: choice_temperature >= 0"
-            )
-        self.choice_temperature = choice_temperature
+        self.choice_temperature = _choice_temperature(choice_temperature)
 
     def choose(self, inp: StepInput, prediction: Prediction, random: RowRandom) -> tuple[Tensor, Tensor]:
         rows = inp.rows
@@ -469,19 +517,74 @@ class GibbsSampler(Sampler):
 
     def step(self, inp: StepInput, generator: Generators) -> StepOutput:
         x_s, scores = super().step(inp, generator)
-        remask_count = planned_masked(inp.generated.sum(-1), inp.index + 1, inp.num_steps, self.schedule)
-        remask = inp.generated & (_ranks(scores, inp.generated, descending=False) < remask_count[:, None])
+        ranking = self.routing_scores(inp, scores, RowRandom(generator, inp.x_t.shape[0]))
+        remask_count = self.masked_after(inp)
+        remask = inp.generated & (_ranks(ranking, inp.generated, descending=False) < remask_count[:, None])
         return StepOutput(x_s.masked_fill(remask, self.mask_id), scores)
+
+    def masked_after(self, inp: StepInput) -> Tensor:
+        """How many generated positions [B] go back to [MASK] after step ``inp.index``."""
+        return planned_masked(inp.generated.sum(-1), inp.index + 1, inp.num_steps, self.schedule)
+
+    def routing_scores(self, inp: StepInput, scores: Tensor, random: RowRandom) -> Tensor:
+        """What the generated positions compete on [B, L] (the lowest are re-masked): their scores."""
+        return scores
+
+
+class RoutingSampler(GibbsSampler):
+    """RDM's adaptive routing with top-k selection (Zheng et al., 2023, "reparameterized" decoding).
+
+    As in Mask-Predict, each step draws a candidate at every masked position, and then every generated
+    position, revealed earlier or just now, competes on its score (log p_θ of its token when drawn), so a
+    token revealed early goes back to [MASK] when later ones score higher. What RDM changes is the count:
+    after the step from t to s, ⌊N·(1 − α_s)⌋ positions stay masked, the objective's own expected masked
+    fraction at s (:meth:`ReverseProcess.masked_fraction`), so decoding follows the schedule the model was
+    trained on. ``choice_temperature`` > 0 is RDM's stochastic routing: Gumbel noise
+    ``choice_temperature · (1 − (k + 1)/K) · g`` added to the scores, annealed to 0 by the last step.
+    """
+
+    name: ClassVar[str] = "routing"
+
+    def __init__(
+        self,
+        objective: Objective,
+        *,
+        choice_temperature: float = 0.0,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+    ) -> None:
+        super().__init__(objective, temperature=temperature, top_k=top_k, top_p=top_p)
+        self.choice_temperature = _choice_temperature(choice_temperature)
+
+    def masked_after(self, inp: StepInput) -> Tensor:
+        fraction = self.process.masked_fraction(inp.s)
+        return torch.floor(inp.generated.sum(-1).to(torch.float64) * fraction + 1e-9).long()
+
+    def routing_scores(self, inp: StepInput, scores: Tensor, random: RowRandom) -> Tensor:
+        noise_scale = self.choice_temperature * (1.0 - (inp.index + 1) / inp.num_steps)
+        if noise_scale <= 0:
+            return scores
+        noise = noise_scale * random.gumbel(inp.generated.nonzero()[:, 0])
+        return scores.masked_scatter(inp.generated, scores[inp.generated] + noise)
 
 
 SAMPLERS: dict[str, type[Sampler]] = {
     cls.name: cls
-    for cls in (AncestralSampler, CachedSampler, ConfidenceSampler, ThresholdSampler, GibbsSampler)
+    for cls in (
+        AncestralSampler,
+        CachedSampler,
+        TweedieSampler,
+        ConfidenceSampler,
+        ThresholdSampler,
+        GibbsSampler,
+        RoutingSampler,
+    )
 }
 
 
 def build_sampler(name: str, objective: Objective, **options: object) -> Sampler:
-    """A sampler by name (ancestral, cached, confidence, threshold, gibbs) with its keyword options."""
+    """A sampler by name (see :data:`SAMPLERS`) with its keyword options."""
     if name not in SAMPLERS:
         raise invalid_choice("sampler", name, SAMPLERS)
     cls = SAMPLERS[name]
