@@ -17,6 +17,7 @@ from diffusionbert.errors import ConfigError
 from diffusionbert.methods import (
     BASE_SCHEDULE_NAMES,
     DENOISE,
+    GAUSSIAN,
     LEFT_TO_RIGHT,
     METHODS,
     Method,
@@ -24,7 +25,7 @@ from diffusionbert.methods import (
     get_method,
     register,
 )
-from diffusionbert.models import CausalLMForComparison, DiffusionBertForMaskedLM
+from diffusionbert.models import CausalLMForComparison, DiffusionBertForMaskedLM, EmbeddingDiffusionLM
 
 
 class IIDTimeObjective(ContinuousObjective):
@@ -47,11 +48,24 @@ IID_TIME = Method(
 
 
 def test_every_method_names_its_model_and_sampling_kind():
-    assert set(METHODS) >= {"diffusionbert", "rdm", "mdlm", "md4", "sedd", "radd", "mlm", "ar"}
+    assert set(METHODS) >= {
+        "diffusionbert",
+        "rdm",
+        "mdlm",
+        "md4",
+        "sedd",
+        "radd",
+        "mlm",
+        "ar",
+        "diffusion_lm",
+    }
     for method in METHODS.values():
-        assert method.sampling in (DENOISE, LEFT_TO_RIGHT)
-        expected = CausalLMForComparison if method.sampling == LEFT_TO_RIGHT else DiffusionBertForMaskedLM
-        assert method.model is expected
+        models = {
+            DENOISE: DiffusionBertForMaskedLM,
+            LEFT_TO_RIGHT: CausalLMForComparison,
+            GAUSSIAN: EmbeddingDiffusionLM,
+        }
+        assert method.model is models[method.sampling]
     assert get_method("ar").exact_likelihood and not get_method("mdlm").exact_likelihood
 
 

@@ -47,6 +47,7 @@ def _losses(run: Path) -> dict[int, float]:
         ("radd", "linear", "none"),
         ("mlm", "linear", "none"),
         ("ar", "linear", "none"),
+        ("diffusion_lm", "sqrt", "none"),
     ],
 )
 def test_every_objective_trains_and_writes_a_loadable_final_model(

@@ -55,6 +55,7 @@ class DiffusionConfig:
     spindle_form: str = "reference"
     spindle_centering: str = "sentence"
     polynomial_power: float = 2.0
+    embedding_dim: int = 16  # Gaussian families: the dimension D of the diffused word embeddings
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,7 @@ def _validate(cfg: Config) -> None:
     _check_choice("training.precision", t.precision, PRECISIONS)
     for name, value in (
         ("diffusion.num_steps", d.num_steps),
+        ("diffusion.embedding_dim", d.embedding_dim),
         ("data.max_length", data.max_length),
         ("training.batch_size", t.batch_size),
         ("training.grad_accum", t.grad_accum),

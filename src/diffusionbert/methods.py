@@ -26,6 +26,7 @@ from transformers import PreTrainedTokenizerBase
 
 from .config import Config, DiffusionConfig
 from .diffusion.autoregressive import AutoregressiveObjective
+from .diffusion.embedding import GAUSSIAN_SCHEDULES, DiffusionLMObjective, gaussian_schedule
 from .diffusion.objectives import (
     AnyOrderObjective,
     ContinuousObjective,
@@ -53,18 +54,33 @@ from .models import (
     BackboneWrapperModel,
     CausalLMForComparison,
     DiffusionBertForMaskedLM,
+    EmbeddingDiffusionLM,
     backbone_dir,
 )
 from .models.loading import load_tokenizer
 
 Schedule = NoiseSchedule | SpindleSchedule
-SamplingKind = Literal["denoise", "left_to_right"]
+SamplingKind = Literal["denoise", "left_to_right", "gaussian"]
 DENOISE: SamplingKind = "denoise"
 LEFT_TO_RIGHT: SamplingKind = "left_to_right"
+GAUSSIAN: SamplingKind = "gaussian"
 BASE_SCHEDULE_NAMES: tuple[str, ...] = tuple(BASE_SCHEDULES)
 
 ObjectiveBuilder = Callable[[int, Schedule | None, DiffusionConfig], Objective]
-"""(mask id, the noise schedule or None for a method without one, the run's diffusion settings) → objective."""
+"""(mask id, the absorbing noise schedule or None for a method without one, the run's diffusion settings) →
+objective."""
+ModelSettings = Callable[[Config], dict[str, object]]
+"""A run's settings → the keyword settings its model class's ``from_backbone`` takes."""
+
+
+def time_design(cfg: Config) -> dict[str, object]:
+    """The settings of a denoiser with a time design (``model.time_conditioning``)."""
+    return {"time_conditioning": cfg.model.time_conditioning}
+
+
+def embedding_dimension(cfg: Config) -> dict[str, object]:
+    """The settings of a Gaussian family's denoiser: the dimension of the diffused embeddings."""
+    return {"embedding_dim": cfg.diffusion.embedding_dim}
 
 
 @dataclass(frozen=True)
@@ -73,10 +89,12 @@ class Method:
 
     ``schedules`` are the ``diffusion.schedule`` values it allows (empty: it uses no schedule and ignores the
     setting); ``default_schedule`` is the one it gets when the setting is left unset. ``time_conditionings``
-    are the ``model.time_conditioning`` values it allows (``("none",)`` for a time-free model). ``sampling``
-    says how text is generated: ``denoise`` (the denoising loop and its samplers) or ``left_to_right``.
-    ``exact_likelihood`` marks methods whose bound is the exact NLL (such a model can judge generative
-    perplexity).
+    are the ``model.time_conditioning`` values it allows (``("none",)`` for a time-free model, and for a
+    Gaussian family, whose denoiser always reads t through its input). ``model_settings`` picks the run
+    settings its model class is built with (None: the time design, for a method that takes one).
+    ``sampling`` says how text is generated: ``denoise`` (the absorbing denoising loop and its samplers),
+    ``left_to_right``, or ``gaussian`` (the reverse process of embedding diffusion). ``exact_likelihood``
+    marks methods whose bound is the exact NLL (such a model can judge generative perplexity).
     """
 
     name: str
@@ -86,6 +104,7 @@ class Method:
     schedules: tuple[str, ...] = ()
     default_schedule: str | None = None
     time_conditionings: tuple[str, ...] = TIME_CONDITIONINGS
+    model_settings: ModelSettings | None = None
     sampling: SamplingKind = DENOISE
     exact_likelihood: bool = False
 
@@ -148,8 +167,9 @@ def check_config(cfg: Config) -> Config:
             f"model.time_conditioning={m.time_conditioning!r} contradicts diffusion.objective={d.objective!r}"
             f" ({method.summary}); allowed: {', '.join(method.time_conditionings)}"
         )
-    if d.schedule is not None and d.schedule not in SCHEDULE_NAMES:
-        raise invalid_choice("diffusion.schedule", d.schedule, SCHEDULE_NAMES)
+    known = (*SCHEDULE_NAMES, *GAUSSIAN_SCHEDULES)
+    if d.schedule is not None and d.schedule not in known:
+        raise invalid_choice("diffusion.schedule", d.schedule, known)
     for key, value, allowed in (
         ("diffusion.spindle_base", d.spindle_base, SPINDLE_BASES),
         ("diffusion.spindle_form", d.spindle_form, SPINDLE_FORMS),
@@ -157,6 +177,11 @@ def check_config(cfg: Config) -> Config:
     ):
         if value not in allowed:
             raise invalid_choice(key, value, allowed)
+    if cfg.training.source_dropout > 0 and method.sampling == GAUSSIAN:
+        raise ConfigError(
+            f"training.source_dropout={cfg.training.source_dropout} contradicts diffusion.objective="
+            f"{d.objective!r} ({method.summary}); allowed: 0, its source is never shown as [MASK]s"
+        )
     if cfg.training.self_prompt > 0 and method.sampling != DENOISE:
         raise ConfigError(
             f"training.self_prompt={cfg.training.self_prompt} contradicts diffusion.objective={d.objective!r}"
@@ -177,10 +202,11 @@ def needs_token_counts(cfg: DiffusionConfig) -> bool:
 
 
 def schedule_from_config(cfg: DiffusionConfig, token_counts: Tensor | None) -> Schedule | None:
-    """The noise schedule a run's diffusion settings describe (spindle needs the training-split counts); None
-    for a method that uses no schedule."""
+    """The absorbing noise schedule a run's diffusion settings describe (spindle needs the training-split
+    counts); None for a method that uses none, or a Gaussian family's log-SNR schedule (its objective builds
+    it from the name)."""
     name = schedule_name(cfg)
-    if name is None:
+    if name is None or name in GAUSSIAN_SCHEDULES:  # none, or a log-SNR schedule its objective builds
         return None
     base = cfg.spindle_base if name == "spindle" else name
     kwargs = {"power": cfg.polynomial_power} if base == "polynomial" else {}
@@ -217,7 +243,8 @@ def build_model(cfg: Config) -> tuple[BackboneWrapperModel, PreTrainedTokenizerB
     method = get_method(cfg.diffusion.objective)
     path = backbone_dir(cfg.model.backbone)
     tokenizer = load_tokenizer(path)
-    settings = {"time_conditioning": cfg.model.time_conditioning} if method.takes_time else {}
+    settings_of = method.model_settings or (time_design if method.takes_time else None)
+    settings = settings_of(cfg) if settings_of is not None else {}
     model = method.model.from_backbone(path, tokenizer=tokenizer, **settings)
     if cfg.model.init == "scratch":
         config = type(model.config)(**{**model.config.to_dict(), "new_parameter_names": []})
@@ -304,5 +331,20 @@ register(
         time_conditionings=("none",),
         sampling=LEFT_TO_RIGHT,
         exact_likelihood=True,
+    )
+)
+register(
+    Method(
+        name="diffusion_lm",
+        summary="Diffusion-LM: Gaussian diffusion of learned word embeddings, full variational bound",
+        model=EmbeddingDiffusionLM,
+        objective=lambda mask_id, schedule, cfg: DiffusionLMObjective(
+            mask_id, gaussian_schedule(cfg.schedule or "sqrt"), cfg.num_steps, cfg.embedding_dim
+        ),
+        schedules=("sqrt",),
+        default_schedule="sqrt",
+        time_conditionings=("none",),
+        model_settings=embedding_dimension,
+        sampling=GAUSSIAN,
     )
 )

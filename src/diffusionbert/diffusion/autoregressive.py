@@ -15,10 +15,10 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from .losses import LossTerms, cross_entropy
-from .objectives import Corrupted, Objective
+from .objectives import Corrupted, TokenObjective
 
 
-class AutoregressiveObjective(Objective):
+class AutoregressiveObjective(TokenObjective):
     """Next-token prediction scored on the diffusion's noisable tokens: the exact NLL by the chain rule.
 
     Scored tokens are exactly those of ``noise_mask``: in the sentence layout every token after ``[CLS]``,

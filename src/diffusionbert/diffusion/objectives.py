@@ -35,7 +35,9 @@ class Corrupted:
     """A corrupted batch: x_t [B, L], the noisable and the masked positions [B, L], the time input t [B].
 
     Discrete objectives also carry the step k [B] and per-position α_s, α_t [B, L] (s = k − 1); continuous
-    and any-order objectives carry a per-row loss weight [B].
+    and any-order objectives carry a per-row loss weight [B]. Gaussian families keep x_t = x_0, score every
+    noisable position (``masked`` = ``noise_mask``) and carry the standard normal ``noise`` [B, L, D] that
+    diffuses the embeddings.
     """
 
     x_t: Tensor
@@ -46,13 +48,14 @@ class Corrupted:
     alpha_s: Tensor | None = None
     alpha_t: Tensor | None = None
     weight: Tensor | None = None
+    noise: Tensor | None = None
 
     def select(self, rows: slice, width: int | None = None) -> Corrupted:
         """The same corruption for a slice of rows (a process's shard or a micro-batch), optionally cropped
         to the first ``width`` positions (the rest being padding)."""
         cols = slice(None, width)
         values = (getattr(self, f.name) for f in dataclasses.fields(self))
-        return Corrupted(*(None if v is None else v[rows, cols] if v.ndim == 2 else v[rows] for v in values))
+        return Corrupted(*(None if v is None else v[rows, cols] if v.ndim >= 2 else v[rows] for v in values))
 
 
 def _masked_row_weights(corrupted: Corrupted, logits: Tensor) -> Tensor:
@@ -62,7 +65,7 @@ def _masked_row_weights(corrupted: Corrupted, logits: Tensor) -> Tensor:
 
 
 class Objective(ABC):
-    """Draws x_t from x_0 and scores the network's logits at the masked positions."""
+    """Draws the corruption of x_0 (t and x_t, or the noise that makes x_t) and scores the network on it."""
 
     name: ClassVar[str]
 
@@ -71,11 +74,13 @@ class Objective(ABC):
 
     @abstractmethod
     def corrupt(self, x0: Tensor, noise_mask: Tensor, generator: torch.Generator) -> Corrupted:
-        """Draw t and x_t ~ q(x_t | x_0) for every row."""
+        """Draw t and x_t ~ q(x_t | x_0) for every row (for a Gaussian family: t and the noise)."""
 
     @abstractmethod
-    def loss(self, logits: Tensor, x0: Tensor, corrupted: Corrupted) -> LossTerms:
-        """Loss and NELBO estimate (sums, nats) from ``logits`` [n, V] at ``corrupted.masked``."""
+    def terms(
+        self, model: torch.nn.Module, x0: Tensor, attention_mask: Tensor, corrupted: Corrupted
+    ) -> LossTerms:
+        """Run ``model`` on the corrupted batch and score it: loss and NELBO estimate (sums, nats)."""
 
     @property
     def bound_objective(self) -> Objective:
@@ -84,7 +89,22 @@ class Objective(ABC):
         return self
 
 
-class DiscreteObjective(Objective):
+class TokenObjective(Objective):
+    """An objective whose network reads token ids x_t and returns logits at ``corrupted.masked`` (every
+    absorbing family and the AR baseline); what differs between them is the corruption and the loss."""
+
+    def terms(
+        self, model: torch.nn.Module, x0: Tensor, attention_mask: Tensor, corrupted: Corrupted
+    ) -> LossTerms:
+        logits = model(corrupted.x_t, attention_mask, t=corrupted.time, positions=corrupted.masked).logits
+        return self.loss(logits, x0, corrupted)
+
+    @abstractmethod
+    def loss(self, logits: Tensor, x0: Tensor, corrupted: Corrupted) -> LossTerms:
+        """Loss and NELBO estimate (sums, nats) from ``logits`` [n, V] at ``corrupted.masked``."""
+
+
+class DiscreteObjective(TokenObjective):
     """A T-step chain: t = k/T with k uniform in {1..T}; α may depend on the token (spindle)."""
 
     def __init__(self, mask_id: int, schedule: Schedule, num_steps: int) -> None:
@@ -247,7 +267,7 @@ class RDMObjective(DiscreteObjective):
         return rdm_loss(logits, x0[masked], 1.0 - (step - 1.0) / self.num_steps, self.num_steps * u)
 
 
-class ContinuousObjective(Objective):
+class ContinuousObjective(TokenObjective):
     """MD4 / MDLM: t ∈ (0, 1] drawn per row with low-discrepancy (antithetic) draws, NELBO-weighted CE."""
 
     name: ClassVar[str] = "mdlm"
@@ -335,7 +355,7 @@ class MaskedLMObjective(ContinuousObjective):
         )
 
 
-class AnyOrderObjective(Objective):
+class AnyOrderObjective(TokenObjective):
     """RADD's time-free objective: mask exactly k ~ U{1..L} of a row's L tokens, weight L / k.
 
     Its expectation is the any-order autoregressive NLL, equal to the continuous-time NELBO of a

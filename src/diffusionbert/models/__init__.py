@@ -4,7 +4,7 @@ Importing this package registers them with the Auto classes, so ``AutoModelForMa
 and ``AutoModelForCausalLM.from_pretrained(dir)`` load a saved one without ``trust_remote_code``.
 """
 
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM
 
 from .backbone import (
     BackboneWrapperConfig,
@@ -14,12 +14,15 @@ from .backbone import (
     parameter_groups,
 )
 from .causal_lm import CausalLMConfig, CausalLMForComparison
+from .embedding_lm import EmbeddingDiffusionConfig, EmbeddingDiffusionLM
 from .masked_lm import TIME_CONDITIONINGS, DiffusionBertConfig, DiffusionBertForMaskedLM
 
 AutoConfig.register("diffusionbert", DiffusionBertConfig, exist_ok=True)
 AutoModelForMaskedLM.register(DiffusionBertConfig, DiffusionBertForMaskedLM, exist_ok=True)
 AutoConfig.register("diffusionbert-causal-lm", CausalLMConfig, exist_ok=True)
 AutoModelForCausalLM.register(CausalLMConfig, CausalLMForComparison, exist_ok=True)
+AutoConfig.register("diffusionbert-embedding", EmbeddingDiffusionConfig, exist_ok=True)
+AutoModel.register(EmbeddingDiffusionConfig, EmbeddingDiffusionLM, exist_ok=True)
 
 __all__ = [
     "TIME_CONDITIONINGS",
@@ -29,6 +32,8 @@ __all__ = [
     "CausalLMForComparison",
     "DiffusionBertConfig",
     "DiffusionBertForMaskedLM",
+    "EmbeddingDiffusionConfig",
+    "EmbeddingDiffusionLM",
     "backbone_dir",
     "default_backbone_path",
     "parameter_groups",

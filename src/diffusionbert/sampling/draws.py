@@ -52,14 +52,22 @@ class RowRandom:
     def uniform(self, rows: Tensor, width: int | None = None) -> Tensor:
         """U[0, 1) draws of shape [m] (or [m, width]), float64."""
         shape = (rows.numel(),) if width is None else (rows.numel(), width)
-        out = torch.empty(shape, dtype=torch.float64, device=rows.device)
+        return self._fill(torch.empty(shape, dtype=torch.float64, device=rows.device), rows, "uniform_")
+
+    def normal(self, rows: Tensor, width: int) -> Tensor:
+        """Standard normal draws of shape [m, width], float32 (Gaussian noise of embedding diffusion)."""
+        out = torch.empty((rows.numel(), width), dtype=torch.float32, device=rows.device)
+        return self._fill(out, rows, "normal_")
+
+    def _fill(self, out: Tensor, rows: Tensor, method: str) -> Tensor:
+        """``out`` filled in place by ``Tensor.<method>``, each row's entries from its own generator."""
         if not self.per_row:
-            return out.uniform_(generator=self.generators)
+            return getattr(out, method)(generator=self.generators)
         counts = torch.bincount(rows, minlength=len(self.generators)).tolist()
         start = 0
         for gen, count in zip(self.generators, counts, strict=True):
             if count:
-                out[start : start + count].uniform_(generator=gen)
+                getattr(out[start : start + count], method)(generator=gen)
                 start += count
         return out
 

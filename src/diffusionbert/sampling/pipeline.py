@@ -7,7 +7,8 @@ Python API::
     print(out.texts)
 
 :class:`DiffusionPipeline` runs :func:`~diffusionbert.sampling.loop.denoise`, the one denoising loop, with
-any sampler; :class:`AutoregressivePipeline` samples an AR model left to right. Both take the same call, so a
+any sampler; :class:`AutoregressivePipeline` samples an AR model left to right, and
+:class:`EmbeddingDiffusionPipeline` a Gaussian embedding-diffusion model. All take the same call, so a
 comparison samples every row the same way.
 
 Sequences use the training layout ``[CLS] x_1 … x_L``: position 0 is kept and positions 1..L are generated
@@ -46,9 +47,10 @@ from ..diffusion.length import length_cdf, median_length
 from ..diffusion.objectives import Objective
 from ..diffusion.self_prompt import SelfPrompt
 from ..errors import CheckpointError, ConfigError, invalid_choice
-from ..methods import DENOISE, LEFT_TO_RIGHT, objective_from_config
+from ..methods import DENOISE, GAUSSIAN, LEFT_TO_RIGHT, objective_from_config
 from ..models import CausalLMForComparison, DiffusionBertForMaskedLM
 from .draws import check_sample_request, sample_generator
+from .embedding_loop import denoise_embeddings
 from .left_to_right import LeftToRightDecoder, generate_left_to_right
 from .loop import Denoiser, DenoiseResult, denoise
 from .output import SampleOutput
@@ -497,6 +499,112 @@ class DiffusionPipeline(_Pipeline):
         return torch.where(cuts.any(-1), first, layout.end).tolist()
 
 
+class EmbeddingDiffusionPipeline(DiffusionPipeline):
+    """A Gaussian embedding-diffusion model (Diffusion-LM) and its tokenizer; called like
+    :class:`DiffusionPipeline`, with the same templates (unconditional, ``prompt``, ``infill``, ``source``).
+
+    Its samplers: ``clamped`` (the default, Diffusion-LM's clamping trick at every step) and ``ancestral``
+    (the model's own reverse process, the one its bound scores); see
+    :mod:`~diffusionbert.sampling.embedding_loop`. ``steps`` K ≤ T walks t_k = 1 − k/K, one network call
+    each. A generated [SEP] ends a text. Temperature, top-k/top-p, guidance and a predicted end do not apply.
+    """
+
+    default_sampler = "clamped"
+    samplers = ("clamped", "ancestral")
+
+    def resolve_sampler(self, sampler: str | None) -> str:
+        """The sampler a call with ``sampler`` uses (default ``clamped``); another name is an error."""
+        name = sampler or self.default_sampler
+        if not isinstance(name, str) or name not in self.samplers:
+            raise invalid_choice("sampler", str(name), self.samplers)
+        return name
+
+    @torch.inference_mode()
+    def __call__(
+        self,
+        num_samples: int,
+        length: int,
+        steps: int,
+        sampler: str | Sampler | None = None,
+        *,
+        prompt: str | None = None,
+        infill: str | None = None,
+        source: str | Sequence[str] | None = None,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        batch_size: int = 32,
+        return_trajectory: bool = False,
+        progress: bool = False,
+        guidance: float = 0.0,
+        end: str | None = None,
+    ) -> SampleOutput:
+        """Generate ``num_samples`` texts (per source with a list of sources) of ``length`` generated
+        positions in ``steps`` reverse steps; the arguments mean what they mean for :class:`DiffusionPipeline`."""
+        check_sample_request(num_samples, batch_size, seed)
+        unsupported = (
+            ("temperature/top_k/top_p", (temperature, top_k, top_p) != (1.0, 0, 1.0)),
+            ("guidance", bool(guidance)),
+            ("end='predicted'", end == "predicted"),
+        )
+        given = [name for name, value in unsupported if value]
+        if given:
+            raise ConfigError(
+                f"{', '.join(given)} does not apply to a Gaussian embedding-diffusion model; allowed: "
+                f"sampler={' | '.join(self.samplers)}, steps, seed"
+            )
+        if end not in (None, "generated"):
+            raise invalid_choice("end", str(end), list(ENDS))
+        name = self.resolve_sampler(sampler)
+        self.objective.reverse_grid(steps)  # a bad step count fails before any work
+        sources = [source] if source is None or isinstance(source, str) else list(source)
+        if not sources or (len(sources) > 1 and not all(one.strip() for one in sources)):
+            raise ConfigError("a source in the list is empty; allowed: a text or a list of non-empty texts")
+        layout = _Layout.stack(
+            [self._layout(length, prompt, infill, one) for one in sources], self.tokenizer.pad_token_id
+        )
+        total = num_samples * len(sources)
+        template = torch.arange(total, device=self.device) // num_samples
+        results: list[DenoiseResult] = []
+        starts = range(0, total, batch_size)
+        with Progress(disable=not progress) as bar:
+            task = bar.add_task("sampling", total=len(starts) * steps)
+            for start in starts:
+                stop = min(start + batch_size, total)
+                rows = layout.select(template[start:stop])
+                results.append(
+                    denoise_embeddings(
+                        self.model,
+                        self.objective,
+                        rows.ids,
+                        rows.generated,
+                        steps,
+                        [sample_generator(seed, i, self.device) for i in range(start, stop)],
+                        attention_mask=(rows.ids != self.tokenizer.pad_token_id).long(),
+                        clamp=name == "clamped",
+                        mask_id=self.tokenizer.mask_token_id,
+                        return_trajectory=return_trajectory,
+                        advance=lambda n: bar.advance(task, n),
+                    )
+                )
+        tokens = torch.cat([r.tokens for r in results])
+        rows = layout.select(template)
+        ends = self._text_ends(tokens, rows)
+        starts_at = rows.text_start.tolist()
+        texts = self.tokenizer.batch_decode(
+            [row[start:end].tolist() for row, start, end in zip(tokens, starts_at, ends, strict=True)],
+            skip_special_tokens=True,
+        )
+        return SampleOutput(
+            texts=texts,
+            token_ids=tokens.cpu(),
+            lengths=[stop - start for start, stop in zip(starts_at, ends, strict=True)],
+            nfe=torch.cat([r.nfe for r in results]).tolist(),
+            trajectories=torch.cat([r.trajectory for r in results]).cpu() if return_trajectory else None,
+        )
+
+
 class AutoregressivePipeline(_Pipeline):
     """A causal LM and its tokenizer, decoded left to right with a key-value cache; called like
     :class:`DiffusionPipeline`.
@@ -593,6 +701,7 @@ Pipeline = DiffusionPipeline | AutoregressivePipeline
 PIPELINES: dict[str, type[DiffusionPipeline] | type[AutoregressivePipeline]] = {
     DENOISE: DiffusionPipeline,
     LEFT_TO_RIGHT: AutoregressivePipeline,
+    GAUSSIAN: EmbeddingDiffusionPipeline,
 }
 """The pipeline class of each sampling kind of the method registry."""
 

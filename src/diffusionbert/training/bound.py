@@ -91,11 +91,16 @@ def nll_bound(
     return BoundResult(
         nats_per_token=per_token,
         stderr_per_token=stderr,
-        ppl_per_token=math.exp(per_token),
-        ppl_per_word=math.exp(total_nats / n_words) if words_known and n_words else None,
+        ppl_per_token=_exp(per_token),
+        ppl_per_word=_exp(total_nats / n_words) if words_known and n_words else None,
         total_nats=total_nats,
         n_tokens=n_tokens,
         n_words=n_words if words_known else None,
         n_sequences=n_sequences,
         batch_nats_per_token=tuple(per_batch.tolist()),
     )
+
+
+def _exp(nats: float) -> float:
+    """e^nats, or inf past float range (an untrained model's bound can exceed 709 nats per token)."""
+    return math.exp(nats) if nats < 709.0 else math.inf

@@ -6,8 +6,9 @@ import torch
 from torch import Tensor
 
 from ..diffusion.losses import LossTerms
-from ..diffusion.objectives import Corrupted, Objective
+from ..diffusion.objectives import Corrupted, Objective, TokenObjective
 from ..diffusion.self_prompt import SelfPrompt
+from ..errors import ConfigError
 
 
 def denoiser_terms(
@@ -19,14 +20,15 @@ def denoiser_terms(
     self_prompt: SelfPrompt | None = None,
     estimate_rows: Tensor | None = None,
 ) -> LossTerms:
-    """Run the denoiser on x_t, at masked positions only, and score it: where a loss meets the model.
+    """Run the denoiser on the corrupted batch and score it (:meth:`Objective.terms`): where a loss meets
+    the model.
 
     A self-prompting model (``self_prompt``) reads a prompt before x_t's span: the empty one, or for the rows
     of ``estimate_rows`` [B] (bool) its own estimate of x_0 from a first pass without gradient on the same
     x_t (:mod:`~diffusionbert.diffusion.self_prompt`); only the second pass is scored."""
-    x_t, masked, time = corrupted.x_t, corrupted.masked, corrupted.time
     if self_prompt is None:
-        return objective.loss(model(x_t, attention_mask, t=time, positions=masked).logits, x0, corrupted)
+        return objective.terms(model, x0, attention_mask, corrupted)
+    x_t, masked, time = corrupted.x_t, corrupted.masked, corrupted.time
 
     def prompted(prompt: Tensor) -> Tensor:
         ids, positions, attention = self_prompt.inputs(
@@ -34,6 +36,10 @@ def denoiser_terms(
         )
         return model(ids, attention, t=time, positions=positions).logits
 
+    if not isinstance(objective, TokenObjective):
+        raise ConfigError(
+            f"objective={objective.name!r} does not read token ids; self-prompting needs one that does"
+        )
     prompt = self_prompt.empty(x_t, corrupted.noise_mask)
     if estimate_rows is not None and bool(estimate_rows.any()):
         with torch.no_grad():

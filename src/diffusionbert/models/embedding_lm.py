@@ -1,0 +1,158 @@
+"""A pre-trained BERT-family encoder as the denoiser of Gaussian diffusion on word embeddings (Diffusion-LM).
+
+:class:`EmbeddingDiffusionLM` keeps its own small embedding table E [V, D] (D = ``embedding_dim``, 16 by
+default as in Diffusion-LM), learned end to end and initialised from the backbone's word embeddings (their
+first D principal directions, scaled to unit variance per dimension). Its network reads a sequence of vectors
+z [B, L, D] (noisy embeddings where generated, clean embeddings of given tokens elsewhere), projects them to the
+encoder's width, adds an embedding of the diffusion time, and runs the pre-trained encoder through
+``inputs_embeds`` (the backbone's positions and LayerNorm apply as for token ids). A linear read-out predicts
+the clean embedding x̂ [D] at every position asked for (Diffusion-LM's x_0 parameterisation).
+
+Rounding, p(w | z) = softmax_w(z · E_w), reads the same table (Diffusion-LM ties its rounding weights to
+the embedding). The backbone's own word embeddings and vocabulary head are not used, so they are frozen.
+
+The model is registered with ``AutoConfig`` and ``AutoModel`` in :mod:`diffusionbert.models`, so a saved one
+loads without ``trust_remote_code``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub.dataclasses import strict
+from torch import Tensor, nn
+from transformers import AutoModelForMaskedLM, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import ModelOutput
+
+from ..errors import ConfigError
+from .backbone import BackboneWrapperConfig, BackboneWrapperModel
+from .masked_lm import _MLM_HEADS, TimeEmbedding
+
+
+@strict
+class EmbeddingDiffusionConfig(BackboneWrapperConfig):
+    """Config of an :class:`EmbeddingDiffusionLM`: the backbone's config, the special ids, and D."""
+
+    model_type = "diffusionbert-embedding"
+
+    embedding_dim: int = 16
+
+    def __post_init__(self, **kwargs: object) -> None:
+        super().__post_init__(**kwargs)
+        if self.embedding_dim < 1:
+            raise ConfigError(f"embedding_dim={self.embedding_dim} is not valid; allowed: embedding_dim >= 1")
+        self._derive_forbidden_token_ids()
+
+
+@dataclass
+class EmbeddingDiffusionOutput(ModelOutput):
+    """``prediction``: x̂, the predicted clean embedding, [n, D] at the positions asked for ([B, L, D] else)."""
+
+    prediction: Tensor | None = None
+
+
+class EmbeddingDiffusionLM(BackboneWrapperModel):
+    """x̂(z_t, t): the clean embedding predicted from noisy embeddings, by a pre-trained encoder (module doc)."""
+
+    config_class = EmbeddingDiffusionConfig
+    _backbone_auto_class = AutoModelForMaskedLM
+    _backbone_kind = "masked-LM"
+    _backbone_families = "BERT-family encoders such as bert, roberta, distilbert, electra, albert"
+    _head_layouts = _MLM_HEADS
+    _head_kind = "MLM"
+    _head_families = "bert, roberta, distilbert, electra, albert and families sharing their head layout"
+
+    def __init__(self, config: EmbeddingDiffusionConfig, backbone: PreTrainedModel | None = None) -> None:
+        super().__init__(config, backbone)
+        hidden = self.backbone.config.hidden_size
+        dim = config.embedding_dim
+        self.token_embedding = nn.Embedding(self.backbone.config.vocab_size, dim)
+        self.input_projection = nn.Linear(dim, hidden)
+        self.time_embedding = TimeEmbedding(hidden)
+        self.output_projection = nn.Linear(hidden, dim)
+        self._freeze_unused()
+        self.post_init()
+        if config.new_parameter_names is None:
+            config.new_parameter_names = [
+                n for n, _ in self.named_parameters() if not n.startswith("backbone.")
+            ]
+
+    def _freeze_unused(self) -> None:
+        """The backbone's word embeddings and vocabulary head are neither read nor trained (rounding reads
+        :attr:`token_embedding`): no gradient, so that data-parallel training does not wait for one."""
+        for name in self.head_path:
+            getattr(self.backbone, name).requires_grad_(False)
+        self.backbone.get_input_embeddings().requires_grad_(False)
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> Any:
+        """Hugging Face loading, with the unused backbone parts frozen again (loading makes new parameters)."""
+        loaded = super().from_pretrained(*args, **kwargs)
+        (loaded[0] if isinstance(loaded, tuple) else loaded)._freeze_unused()
+        return loaded
+
+    def embed(self, input_ids: Tensor) -> Tensor:
+        """The clean embeddings E[ids] [..., D]."""
+        return self.token_embedding(input_ids)
+
+    def rounding_logits(self, z: Tensor) -> Tensor:
+        """Logits of p(w | z) = softmax_w(z · E_w) [..., V] for vectors z [..., D]; forbidden ids get −inf."""
+        logits = z @ self.token_embedding.weight.T
+        forbidden = torch.tensor(self.config.forbidden_token_ids, device=logits.device)
+        return logits.index_fill(-1, forbidden, float("-inf"))
+
+    def forward(
+        self,
+        latents: Tensor,
+        attention_mask: Tensor | None = None,
+        t: Tensor | None = None,
+        positions: Tensor | None = None,
+    ) -> EmbeddingDiffusionOutput:
+        """x̂ for the vectors ``latents`` [B, L, D] at diffusion time ``t`` [B] (in [0, 1]).
+
+        Returns ``.prediction`` [n, D] at the n True entries of the bool mask ``positions`` [B, L] (row-major),
+        else [B, L, D]."""
+        batch, length, dim = latents.shape
+        if dim != self.config.embedding_dim:
+            raise ConfigError(
+                f"latents have {dim} dimensions; allowed: embedding_dim={self.config.embedding_dim}"
+            )
+        self._check_inputs(latents[..., 0], positions)
+        if t is None or t.shape != (batch,):
+            got = None if t is None else tuple(t.shape)
+            raise ConfigError(f"t={got} is not valid; allowed: a float tensor of shape ({batch},) in [0, 1]")
+        if attention_mask is None:
+            attention_mask = torch.ones(batch, length, dtype=torch.long, device=latents.device)
+        inputs = self.input_projection(latents) + self.time_embedding(t.to(latents.device))[:, None]
+        hidden = self.backbone.base_model(inputs_embeds=inputs, attention_mask=attention_mask)[0]
+        if positions is not None:
+            hidden = hidden[positions]
+        return EmbeddingDiffusionOutput(prediction=self.output_projection(hidden))
+
+    @torch.no_grad()
+    def init_embedding_from_backbone(self) -> None:
+        """E from the backbone's word embeddings: their top D principal directions, unit variance per column,
+        so tokens the encoder finds alike start close together."""
+        words = self.backbone.get_input_embeddings().weight.detach().double()
+        if self.config.embedding_dim > min(words.shape):
+            raise ConfigError(
+                f"diffusion.embedding_dim={self.config.embedding_dim} is larger than the backbone's word "
+                f"embeddings ({words.shape[1]}); allowed: at most {min(words.shape)}"
+            )
+        centred = words - words.mean(0)
+        _, _, directions = torch.linalg.svd(centred, full_matrices=False)
+        projected = centred @ directions[: self.config.embedding_dim].T
+        projected = projected / projected.std(0).clamp_min(1e-12)
+        self.token_embedding.weight.copy_(projected.to(self.token_embedding.weight.dtype))
+
+    @classmethod
+    def from_backbone(
+        cls, path: str | Path, embedding_dim: int = 16, tokenizer: PreTrainedTokenizerBase | None = None
+    ) -> EmbeddingDiffusionLM:
+        """Start from a local pre-trained checkpoint (never downloads); E from its word embeddings."""
+        model = cls._from_local_backbone(path, tokenizer, embedding_dim=embedding_dim)
+        model.init_embedding_from_backbone()
+        return model

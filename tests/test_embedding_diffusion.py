@@ -1,0 +1,332 @@
+"""Diffusion-LM (Gaussian diffusion of embeddings): its bound against the simulated chain and an importance-
+sampled NLL, its sampler against the model's word probabilities, and the family end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from diffusionbert.checkpoint import load_model_dir
+from diffusionbert.config import load_config
+from diffusionbert.diffusion.embedding import DiffusionLMObjective, clamp_to_embeddings
+from diffusionbert.diffusion.gaussian import (
+    SqrtSchedule,
+    alpha_sigma,
+    diffuse,
+    gaussian_log_likelihood,
+    posterior,
+)
+from diffusionbert.errors import ConfigError
+from diffusionbert.methods import check_config
+from diffusionbert.sampling.embedding_loop import denoise_embeddings
+
+STEPS = 64  # fine enough that q(z | w) mixed over words is an accurate importance-sampling proposal
+POINTS = torch.tensor([[1.5, 0.0], [-1.0, 1.0], [-0.5, -1.5]], dtype=torch.float64)  # E: 3 words, D = 2
+MASK = 3  # ids: the 3 words, then [MASK] (never an embedding the toy rounds to)
+
+
+class ToyDenoiser(torch.nn.Module):
+    """A fixed network on three 2-D word embeddings whose x̂ is ``shrink`` times the Bayes-optimal x̂ for
+    uniformly drawn words (the posterior mean of E_w given z_t): near-optimal, so that importance sampling
+    with q as proposal is accurate, and imperfect (shrink < 1), so that the bound is strictly loose."""
+
+    def __init__(self, shrink: float = 0.9) -> None:
+        super().__init__()
+        self.table = torch.cat([POINTS, torch.zeros(1, 2, dtype=torch.float64)])
+        self.shrink = shrink
+        self.schedule = SqrtSchedule()
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.table[ids]
+
+    def rounding_logits(self, z: torch.Tensor) -> torch.Tensor:
+        logits = z @ self.table.T
+        logits[..., MASK] = float("-inf")
+        return logits
+
+    def forward(self, latents, attention_mask=None, t=None, positions=None):
+        gamma = self.schedule(t.to(torch.float64)).view(-1, 1, 1, 1)
+        alpha, sigma = alpha_sigma(gamma)
+        z = latents.to(torch.float64)
+        log_weights = gaussian_log_likelihood(z.unsqueeze(-2), alpha * POINTS, sigma**2)
+        x_hat = self.shrink * (log_weights.softmax(-1).unsqueeze(-1) * POINTS).sum(-2)
+        out = (alpha[..., 0] * z - x_hat) / sigma[..., 0]  # the f whose clean_estimate is x̂
+        return SimpleNamespace(prediction=out[positions] if positions is not None else out)
+
+
+def objective(steps: int = STEPS) -> DiffusionLMObjective:
+    return DiffusionLMObjective(MASK, SqrtSchedule(), steps, embedding_dim=2)
+
+
+def simulate(obj: DiffusionLMObjective, model: ToyDenoiser, words: torch.Tensor, seed: int):
+    """Chains z_0 → z_{1/T} → … → z_1 drawn forward from q(· | E_w) for each of ``words`` [n]. Returns per
+    chain [n]: log q(z | w), log q_mix(z) (the proposal mixing the three words alike), log p(z) (the model's
+    prior and reverse steps p(z_s | z_t) = q(z_s | z_t, x̂)) and the rounding log p(v | z_0) [n, 3]."""
+    n, steps = len(words), obj.num_steps
+    gen = torch.Generator().manual_seed(seed)
+    grid = torch.arange(steps + 1, dtype=torch.float64) / steps
+    gammas = obj.gamma(grid)
+    alpha0, sigma0 = alpha_sigma(gammas[0])
+    z = [diffuse(POINTS[words], gammas[0], torch.randn(n, 2, generator=gen, dtype=torch.float64))]
+    start = gaussian_log_likelihood(z[0][:, None], alpha0 * POINTS, sigma0**2)  # log q(z_0 | v) [n, 3]
+    log_forward = torch.zeros(n, dtype=torch.float64)
+    for k in range(1, steps + 1):  # q(z_t | z_s) = N(α_{t|s} z_s, σ_{t|s}²)
+        (a_s, s_s), (a_t, s_t) = alpha_sigma(gammas[k - 1]), alpha_sigma(gammas[k])
+        a_ts, var_ts = a_t / a_s, s_t**2 - (a_t / a_s) ** 2 * s_s**2
+        z.append(a_ts * z[-1] + var_ts.sqrt() * torch.randn(n, 2, generator=gen, dtype=torch.float64))
+        log_forward = log_forward + gaussian_log_likelihood(z[k], a_ts * z[k - 1], var_ts)
+    log_q = start.gather(1, words[:, None])[:, 0] + log_forward
+    log_q_mix = torch.logsumexp(start, -1) - math.log(3) + log_forward
+    one = torch.tensor(1.0, dtype=torch.float64)
+    log_p = gaussian_log_likelihood(z[-1], torch.zeros(2, dtype=torch.float64), one)
+    for k in range(steps, 0, -1):
+        output = model(z[k][:, None], t=torch.full((n,), float(grid[k]))).prediction[:, 0]
+        mean, variance = posterior(
+            z[k], obj.clean_estimate(output, z[k], gammas[k]), gammas[k - 1], gammas[k]
+        )
+        log_p = log_p + gaussian_log_likelihood(z[k - 1], mean, variance)
+    log_round = torch.log_softmax(model.rounding_logits(z[0]), -1)[:, :3]
+    return log_q, log_q_mix, log_p, log_round
+
+
+def bound_draws(
+    obj: DiffusionLMObjective, model: ToyDenoiser, word: int, chunks: int, rows: int
+) -> torch.Tensor:
+    """The objective's NELBO estimate per row [chunks] (each the mean over ``rows`` one-position sentences)."""
+    gen = torch.Generator().manual_seed(7)
+    x0 = torch.full((rows, 1), word)
+    noise_mask = torch.ones(rows, 1, dtype=torch.bool)
+    out = []
+    for _ in range(chunks):
+        corrupted = obj.corrupt(x0, noise_mask, gen)
+        corrupted = type(corrupted)(**{**corrupted.__dict__, "noise": corrupted.noise.double()})
+        out.append(float(obj.terms(model, x0, noise_mask.long(), corrupted).nll) / rows)
+    return torch.tensor(out, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("word", [0, 1, 2])
+def test_bound_estimate_equals_the_elbo_of_the_simulated_chain(word: int):
+    """The analytic decomposition (T × one step's KL + prior KL + rounding) has the expectation of
+    log q(z | w) − log p(w, z) over whole chains drawn from q (T = 4: the one-step estimate's variance grows
+    with T)."""
+    obj, model = objective(steps=4), ToyDenoiser()
+    ours = bound_draws(obj, model, word, chunks=100, rows=400)
+    log_q, _, log_p, log_round = simulate(obj, model, torch.full((40_000,), word), seed=1)
+    chain = log_q - log_p - log_round[:, word]
+    error = math.sqrt(ours.var() / len(ours) + chain.var() / len(chain))
+    assert abs(float(ours.mean() - chain.mean())) < 4 * error
+    assert error < 0.05 * abs(float(chain.mean()))  # the check has the power to see a wrong term
+
+
+def importance_nll(obj: DiffusionLMObjective, model: ToyDenoiser) -> tuple[torch.Tensor, torch.Tensor]:
+    """−log p(w) of each word [3] by importance sampling, and its delta-method standard error [3]. The
+    proposal mixes q(z | v) over the three words: q(z | w) alone never reaches the chains that end near
+    another word's embedding yet round to w, and would miss their share of p(w)."""
+    _, log_q_mix, log_p, log_round = simulate(obj, model, torch.arange(120_000) % 3, seed=2)
+    ratio = log_p[:, None] + log_round - log_q_mix[:, None]  # [n, 3]
+    top = ratio.max(0).values
+    weights = (ratio - top).exp()
+    mean = weights.mean(0)
+    return -(top + mean.log()), weights.std(0) / math.sqrt(len(weights)) / mean
+
+
+@pytest.mark.parametrize("word", [0, 1, 2])
+def test_bound_is_at_least_the_importance_sampled_nll(word: int):
+    obj, model = objective(), ToyDenoiser()
+    bound = bound_draws(obj, model, word, chunks=50, rows=400)
+    nll, error = importance_nll(obj, model)
+    assert float(error[word]) < 0.05 and abs(float((-nll).exp().sum()) - 1.0) < 0.03  # p(w) sums to one
+    margin = 3 * (float(error[word]) + float(bound.std() / math.sqrt(len(bound))))
+    assert float(bound.mean()) > float(nll[word]) - margin
+
+
+def test_ancestral_sampler_draws_words_with_the_models_probabilities():
+    """Without clamping the loop runs the model's own chain, so its words follow p(w) = e^{−NLL(w)}."""
+    obj, model = objective(), ToyDenoiser()
+    nll, error = importance_nll(obj, model)
+    probs = (-nll).exp()
+    n = 20_000
+    ids = torch.full((n, 1), MASK)
+    generated = torch.ones(n, 1, dtype=torch.bool)
+    result = denoise_embeddings(
+        model, obj, ids, generated, STEPS, torch.Generator().manual_seed(0), clamp=False, mask_id=MASK
+    )
+    counts = torch.bincount(result.tokens[:, 0], minlength=4).double()
+    assert counts[MASK] == 0 and bool((result.nfe == STEPS).all())
+    frequencies = counts[:3] / n
+    spread = (frequencies * (1 - frequencies) / n + (probs * error) ** 2).sqrt()
+    assert bool(((frequencies - probs).abs() < 4 * spread).all()), (frequencies, probs)
+
+
+def test_clamping_maps_to_the_most_likely_words_embedding_and_the_loop_keeps_given_tokens():
+    model = ToyDenoiser()
+    x_hat = torch.tensor([[1.0, 0.1], [-0.2, -2.0]], dtype=torch.float64)
+    assert torch.equal(clamp_to_embeddings(x_hat, model), POINTS[[0, 2]])
+    ids = torch.tensor([[1, MASK, MASK, 2]] * 3)
+    generated = ids == MASK
+    gens = [torch.Generator().manual_seed(i) for i in range(3)]
+    result = denoise_embeddings(
+        model, objective(), ids, generated, 2, gens, mask_id=MASK, return_trajectory=True
+    )
+    assert torch.equal(result.tokens[:, [0, 3]], ids[:, [0, 3]]) and bool((result.tokens < MASK).all())
+    assert result.trajectory.shape == (3, 3, 4) and bool((result.trajectory[:, 0][generated] == MASK).all())
+    alone = denoise_embeddings(
+        model, objective(), ids[1:2], generated[1:2], 2, [torch.Generator().manual_seed(1)], mask_id=MASK
+    )
+    assert torch.equal(alone.tokens[0], result.tokens[1])  # a row's draws do not depend on its batch
+
+
+def test_clean_estimate_is_exact_for_the_v_target_and_tends_to_z_at_low_noise():
+    gen = torch.Generator().manual_seed(0)
+    x, eps = torch.randn(5, 3, generator=gen), torch.randn(5, 3, generator=gen)
+    gamma = torch.tensor([[1.3]])
+    alpha, sigma = alpha_sigma(gamma)
+    z = alpha * x + sigma * eps
+    assert torch.allclose(
+        DiffusionLMObjective.clean_estimate(alpha * eps - sigma * x, z, gamma), x, atol=1e-6
+    )
+    low = torch.tensor([[-12.0]])
+    assert torch.allclose(DiffusionLMObjective.clean_estimate(torch.randn(5, 3), x, low), x, atol=1e-2)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The family end to end: CLI, resume, two processes, bad input
+
+CLI = [sys.executable, "-m", "diffusionbert.cli"]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+FAMILY = {"objective": "diffusion_lm", "schedule": "sqrt", "num_steps": 64, "embedding_dim": 8}
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args, "--no-progress"], env=ENV, capture_output=True, text=True, timeout=300
+    )
+
+
+def losses(run: Path) -> dict[int, float]:
+    return {
+        r["step"]: r["loss"]
+        for r in map(json.loads, (run / "log.jsonl").read_text().splitlines())
+        if "loss" in r
+    }
+
+
+def test_diffusion_lm_trains_samples_and_evaluates_from_the_cli(tiny_config, tiny_texts, tmp_path):
+    path, out = tiny_config(diffusion=FAMILY, training={"max_steps": 4, "save_every": 0})
+    proc = cli("train", "--config", str(path))
+    assert proc.returncode == 0, proc.stderr
+    loaded = load_model_dir(out)
+    assert loaded.method.name == "diffusion_lm" and loaded.model.token_embedding.weight.shape[1] == 8
+    samples = tmp_path / "samples.jsonl"
+    for extra in ([], ["--prompt", "the big cat", "--sampler", "ancestral"]):
+        args = ["--num-samples", "3", "--length", "8", "--steps", "16", "--trajectory", "--out", str(samples)]
+        proc = cli("sample", "--checkpoint", str(out), *args, *extra)
+        assert proc.returncode == 0, proc.stderr
+        records = [json.loads(line) for line in samples.read_text().splitlines()]
+        assert len(records) == 3 and all(r["nfe"] == 16 and len(r["trajectory"]) == 17 for r in records)
+        if extra:
+            assert all(r["text"].startswith("the big cat") for r in records)
+    report = tmp_path / "eval.json"
+    proc = cli(
+        "evaluate", "--checkpoint", str(out), "--data", str(tiny_texts["valid"]), "--num-samples", "2",
+        "--steps", "8", "--length", "8", "--metrics", "bound,self-bleu", "--out", str(report),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    bound = json.loads(report.read_text())["bound"]
+    assert math.isfinite(bound["nats_per_token"]) and bound["nats_per_token"] > 0 and bound["n_words"] > 0
+
+
+def test_diffusion_lm_resumes_exactly(tiny_config):
+    path, out = tiny_config(
+        diffusion=FAMILY,
+        training={"max_steps": 6, "save_every": 2, "eval_every": 0, "lr_decay": "constant"},
+    )  # a constant LR: stopping at 3 and resuming to 6 changes nothing else
+    assert cli("train", "--config", str(path), "--output-dir", f"{out}-whole").returncode == 0
+    assert cli("train", "--config", str(path), "--max-steps", "3").returncode == 0
+    proc = cli("train", "--config", str(path), "--resume")
+    assert proc.returncode == 0, proc.stderr
+    assert losses(out) == losses(Path(f"{out}-whole")) and sorted(losses(out)) == list(range(1, 7))
+    a = load_file(str(out / "final" / "model.safetensors"))
+    b = load_file(str(Path(f"{out}-whole") / "final" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_diffusion_lm_two_processes_train_like_one(tiny_config):
+    path, out = tiny_config(diffusion=FAMILY, training={"max_steps": 4, "save_every": 0, "eval_every": 0})
+    assert cli("train", "--config", str(path)).returncode == 0
+    torchrun = Path(sys.executable).with_name("torchrun")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [
+        str(torchrun), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(port),
+        "-m", "diffusionbert.cli", "train", "--config", str(path), "--output-dir", f"{out}-two", "--no-progress",
+    ]  # fmt: skip
+    proc = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = losses(out), losses(Path(f"{out}-two"))
+    assert sorted(one) == sorted(two) == [1, 2, 3, 4]
+    for step in one:
+        assert two[step] == pytest.approx(one[step], rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "diffusion.schedule=spindle",
+            "diffusion.schedule='spindle' contradicts diffusion.objective='diffusion_lm'",
+        ),
+        (
+            "diffusion.schedule=cosine",
+            "diffusion.schedule='cosine' contradicts diffusion.objective='diffusion_lm'",
+        ),
+        ("model.time_conditioning=layerwise", "model.time_conditioning='layerwise' contradicts"),
+        ("diffusion.embedding_dim=0", "diffusion.embedding_dim=0 is not valid"),
+        ("diffusion.embedding_dim=4096", "diffusion.embedding_dim=4096 is larger than the backbone"),
+        (
+            "training.self_prompt=0.5",
+            "training.self_prompt=0.5 contradicts diffusion.objective='diffusion_lm'",
+        ),
+    ],
+)
+def test_options_of_other_families_are_one_line_errors_and_write_nothing(tiny_config, override, message):
+    path, out = tiny_config(diffusion=FAMILY, training={"max_steps": 2, "save_every": 0})
+    proc = cli("train", "--config", str(path), override)
+    assert proc.returncode == 2, proc.stderr
+    assert (
+        proc.stderr.startswith("error: ") and message in proc.stderr and proc.stderr.strip().count("\n") == 0
+    )
+    assert not (out / "final").exists() and not (out / "checkpoints").exists()
+
+
+def test_a_sampling_option_the_family_cannot_use_is_a_one_line_error(tiny_config):
+    path, out = tiny_config(diffusion=FAMILY, training={"max_steps": 1, "save_every": 0})
+    assert cli("train", "--config", str(path)).returncode == 0
+    for args, message in (
+        (["--temperature", "0.5"], "temperature/top_k/top_p does not apply to a Gaussian"),
+        (["--sampler", "cached"], "sampler='cached' is not valid"),
+        (["--steps", "65"], "steps=65 is not valid"),
+        (["--end", "predicted"], "end='predicted' does not apply to a Gaussian"),
+    ):
+        proc = cli("sample", "--checkpoint", str(out), "--num-samples", "1", "--length", "4", *args)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+        assert proc.stderr.strip().count("\n") == 0
+
+
+def test_source_dropout_contradicts_a_gaussian_family(tiny_config):
+    """Source dropout shows a pair's source as [MASK]s; an embedding-diffusion model never reads [MASK]."""
+    path, _ = tiny_config(diffusion=FAMILY)
+    cfg = load_config(path, ["data.source_field=mr", "training.source_dropout=0.5"])
+    with pytest.raises(ConfigError, match=r"training\.source_dropout=0\.5 contradicts diffusion\.objective"):
+        check_config(cfg)
