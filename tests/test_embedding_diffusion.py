@@ -18,14 +18,16 @@ from safetensors.torch import load_file
 
 from diffusionbert.checkpoint import load_model_dir
 from diffusionbert.config import load_config
-from diffusionbert.diffusion.embedding import DiffusionLMObjective, clamp_to_embeddings
+from diffusionbert.diffusion.embedding import DiffusionLMObjective
 from diffusionbert.diffusion.gaussian import (
+    LearnedSchedule,
     SqrtSchedule,
     alpha_sigma,
     diffuse,
     gaussian_log_likelihood,
     posterior,
 )
+from diffusionbert.diffusion.plaid import PlaidObjective
 from diffusionbert.errors import ConfigError
 from diffusionbert.methods import check_config
 from diffusionbert.sampling.embedding_loop import denoise_embeddings
@@ -45,6 +47,7 @@ class ToyDenoiser(torch.nn.Module):
         self.table = torch.cat([POINTS, torch.zeros(1, 2, dtype=torch.float64)])
         self.shrink = shrink
         self.schedule = SqrtSchedule()
+        self.config = SimpleNamespace(self_conditioning=False)
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.table[ids]
@@ -54,7 +57,7 @@ class ToyDenoiser(torch.nn.Module):
         logits[..., MASK] = float("-inf")
         return logits
 
-    def forward(self, latents, attention_mask=None, t=None, positions=None):
+    def forward(self, latents, attention_mask=None, t=None, positions=None, self_condition=None):
         gamma = self.schedule(t.to(torch.float64)).view(-1, 1, 1, 1)
         alpha, sigma = alpha_sigma(gamma)
         z = latents.to(torch.float64)
@@ -75,7 +78,7 @@ def simulate(obj: DiffusionLMObjective, model: ToyDenoiser, words: torch.Tensor,
     n, steps = len(words), obj.num_steps
     gen = torch.Generator().manual_seed(seed)
     grid = torch.arange(steps + 1, dtype=torch.float64) / steps
-    gammas = obj.gamma(grid)
+    gammas = obj.gamma(model, grid)
     alpha0, sigma0 = alpha_sigma(gammas[0])
     z = [diffuse(POINTS[words], gammas[0], torch.randn(n, 2, generator=gen, dtype=torch.float64))]
     start = gaussian_log_likelihood(z[0][:, None], alpha0 * POINTS, sigma0**2)  # log q(z_0 | v) [n, 3]
@@ -92,7 +95,7 @@ def simulate(obj: DiffusionLMObjective, model: ToyDenoiser, words: torch.Tensor,
     for k in range(steps, 0, -1):
         output = model(z[k][:, None], t=torch.full((n,), float(grid[k]))).prediction[:, 0]
         mean, variance = posterior(
-            z[k], obj.clean_estimate(output, z[k], gammas[k]), gammas[k - 1], gammas[k]
+            z[k], obj.clean_estimate(model, output, z[k], gammas[k]), gammas[k - 1], gammas[k]
         )
         log_p = log_p + gaussian_log_likelihood(z[k - 1], mean, variance)
     log_round = torch.log_softmax(model.rounding_logits(z[0]), -1)[:, :3]
@@ -171,7 +174,7 @@ def test_ancestral_sampler_draws_words_with_the_models_probabilities():
 def test_clamping_maps_to_the_most_likely_words_embedding_and_the_loop_keeps_given_tokens():
     model = ToyDenoiser()
     x_hat = torch.tensor([[1.0, 0.1], [-0.2, -2.0]], dtype=torch.float64)
-    assert torch.equal(clamp_to_embeddings(x_hat, model), POINTS[[0, 2]])
+    assert torch.equal(objective().clamp(model, x_hat), POINTS[[0, 2]])
     ids = torch.tensor([[1, MASK, MASK, 2]] * 3)
     generated = ids == MASK
     gens = [torch.Generator().manual_seed(i) for i in range(3)]
@@ -192,11 +195,9 @@ def test_clean_estimate_is_exact_for_the_v_target_and_tends_to_z_at_low_noise():
     gamma = torch.tensor([[1.3]])
     alpha, sigma = alpha_sigma(gamma)
     z = alpha * x + sigma * eps
-    assert torch.allclose(
-        DiffusionLMObjective.clean_estimate(alpha * eps - sigma * x, z, gamma), x, atol=1e-6
-    )
+    assert torch.allclose(objective().clean_estimate(None, alpha * eps - sigma * x, z, gamma), x, atol=1e-6)
     low = torch.tensor([[-12.0]])
-    assert torch.allclose(DiffusionLMObjective.clean_estimate(torch.randn(5, 3), x, low), x, atol=1e-2)
+    assert torch.allclose(objective().clean_estimate(None, torch.randn(5, 3), x, low), x, atol=1e-2)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -330,3 +331,89 @@ def test_source_dropout_contradicts_a_gaussian_family(tiny_config):
     cfg = load_config(path, ["data.source_field=mr", "training.source_dropout=0.5"])
     with pytest.raises(ConfigError, match=r"training\.source_dropout=0\.5 contradicts diffusion\.objective"):
         check_config(cfg)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Plaid: the continuous-time bound with a learned schedule, categorical x̂, the output prior
+
+
+class PlaidToy(torch.nn.Module):
+    """Plaid's network reduced to its output prior: zero logits, so x̂ = Σ_w softmax(log N(z_t; α E_w, σ²)) E_w,
+    the Bayes-optimal denoiser of uniformly drawn words; a learned schedule; self-conditioning (unused)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.token_embedding = torch.nn.Embedding.from_pretrained(
+            torch.cat([POINTS, torch.zeros(1, 2, dtype=torch.float64)]).float(), freeze=False
+        )
+        self.noise_schedule = LearnedSchedule(gamma_0=-8.0, gamma_1=6.0, hidden=16)
+        self.config = SimpleNamespace(self_conditioning=True)
+        self.seen: list[torch.Tensor | None] = []
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.token_embedding(ids)
+
+    def likelihood_logits(self, z, alpha, variance):
+        table = self.token_embedding.weight
+        logits = (alpha / variance) * (z @ table.T) - (alpha**2 / (2 * variance)) * table.pow(2).sum(-1)
+        logits[..., MASK] = float("-inf")
+        return logits
+
+    def forward(self, latents, attention_mask=None, t=None, positions=None, self_condition=None):
+        self.seen.append(None if self_condition is None else self_condition.clone())
+        n = int(positions.sum())
+        return SimpleNamespace(prediction=torch.zeros(n, 4, dtype=latents.dtype))
+
+
+def plaid_bound(model: PlaidToy, rows: int = 4000, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plaid's NELBO per one-word sentence of uniformly drawn words (nats) [rows/100 chunks], and the sum."""
+    obj = PlaidObjective(MASK, embedding_dim=2)
+    gen = torch.Generator().manual_seed(seed)
+    x0 = (torch.arange(rows) % 3)[:, None]
+    mask = torch.ones(rows, 1, dtype=torch.bool)
+    chunks = []
+    total = torch.zeros(())
+    for part in range(0, rows, 100):
+        corrupted = obj.corrupt(x0[part : part + 100], mask[part : part + 100], gen)
+        terms = obj.terms(model, x0[part : part + 100], mask[part : part + 100].long(), corrupted)
+        total = total + terms.nll
+        chunks.append(float(terms.nll.detach()) / 100)
+    return torch.tensor(chunks, dtype=torch.float64), total
+
+
+def test_plaid_bound_of_the_bayes_optimal_denoiser_is_just_above_the_entropy():
+    """Uniform words have entropy log 3; with x̂ the exact posterior mean the continuous-time bound equals
+    log 3 plus the rounding and prior terms' slack (I-MMSE), so it lies in [log 3, log 3 + 0.1]."""
+    model = PlaidToy().eval()
+    chunks, _ = plaid_bound(model, rows=30_000)
+    error = float(chunks.std() / math.sqrt(len(chunks)))
+    assert error < 0.03
+    assert math.log(3) - 3 * error < float(chunks.mean()) < math.log(3) + 0.1 + 3 * error
+    assert all(seen is not None for seen in model.seen[1::2])  # evaluation always feeds the first pass's x̂
+
+
+def test_plaid_trains_its_schedules_end_points_and_keeps_it_monotone():
+    model = PlaidToy().train()
+    optimizer = torch.optim.SGD(model.noise_schedule.parameters(), lr=0.05)
+    before = model.noise_schedule(torch.tensor([0.0, 1.0])).detach()
+    for seed in range(20):
+        optimizer.zero_grad()
+        _, total = plaid_bound(model, rows=400, seed=seed)
+        (total / 400).backward()
+        optimizer.step()
+    after = model.noise_schedule(torch.tensor([0.0, 1.0])).detach()
+    assert not torch.allclose(before, after)  # the ends move with the bound's gradient
+    grid = model.noise_schedule(torch.linspace(0, 1, 101)).detach()
+    assert bool((grid.diff() > 0).all())
+
+
+def test_plaid_sampling_feeds_back_the_previous_steps_estimate():
+    model = PlaidToy().eval()
+    ids = torch.full((5, 2), MASK)
+    result = denoise_embeddings(
+        model, PlaidObjective(MASK, embedding_dim=2), ids, ids == MASK, 8,
+        torch.Generator().manual_seed(0), mask_id=MASK, clamp=False,
+    )  # fmt: skip
+    assert bool((result.tokens < MASK).all())
+    assert torch.equal(model.seen[0], torch.zeros(5, 2, 2))  # no estimate before the first step
+    assert all(bool(seen.abs().sum() > 0) for seen in model.seen[1:])

@@ -48,6 +48,7 @@ def _losses(run: Path) -> dict[int, float]:
         ("mlm", "linear", "none"),
         ("ar", "linear", "none"),
         ("diffusion_lm", "sqrt", "none"),
+        ("plaid", "learned", "none"),
     ],
 )
 def test_every_objective_trains_and_writes_a_loadable_final_model(

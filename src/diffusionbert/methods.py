@@ -26,7 +26,7 @@ from transformers import PreTrainedTokenizerBase
 
 from .config import Config, DiffusionConfig
 from .diffusion.autoregressive import AutoregressiveObjective
-from .diffusion.embedding import GAUSSIAN_SCHEDULES, DiffusionLMObjective, gaussian_schedule
+from .diffusion.embedding import DiffusionLMObjective, gaussian_schedule
 from .diffusion.objectives import (
     AnyOrderObjective,
     ContinuousObjective,
@@ -37,6 +37,7 @@ from .diffusion.objectives import (
     RDMObjective,
     SEDDObjective,
 )
+from .diffusion.plaid import PlaidObjective
 from .diffusion.schedules import (
     BASE_SCHEDULES,
     SCHEDULE_NAMES,
@@ -79,8 +80,18 @@ def time_design(cfg: Config) -> dict[str, object]:
 
 
 def embedding_dimension(cfg: Config) -> dict[str, object]:
-    """The settings of a Gaussian family's denoiser: the dimension of the diffused embeddings."""
+    """The settings of Diffusion-LM's denoiser: the dimension of the diffused embeddings."""
     return {"embedding_dim": cfg.diffusion.embedding_dim}
+
+
+def plaid_denoiser(cfg: Config) -> dict[str, object]:
+    """The settings of Plaid's denoiser: word logits, self-conditioning and its own learned schedule."""
+    return {
+        "embedding_dim": cfg.diffusion.embedding_dim,
+        "output": "logits",
+        "self_conditioning": True,
+        "learned_schedule": True,
+    }
 
 
 @dataclass(frozen=True)
@@ -167,7 +178,7 @@ def check_config(cfg: Config) -> Config:
             f"model.time_conditioning={m.time_conditioning!r} contradicts diffusion.objective={d.objective!r}"
             f" ({method.summary}); allowed: {', '.join(method.time_conditionings)}"
         )
-    known = (*SCHEDULE_NAMES, *GAUSSIAN_SCHEDULES)
+    known = tuple(dict.fromkeys([*SCHEDULE_NAMES, *(s for m in METHODS.values() for s in m.schedules)]))
     if d.schedule is not None and d.schedule not in known:
         raise invalid_choice("diffusion.schedule", d.schedule, known)
     for key, value, allowed in (
@@ -206,7 +217,7 @@ def schedule_from_config(cfg: DiffusionConfig, token_counts: Tensor | None) -> S
     counts); None for a method that uses none, or a Gaussian family's log-SNR schedule (its objective builds
     it from the name)."""
     name = schedule_name(cfg)
-    if name is None or name in GAUSSIAN_SCHEDULES:  # none, or a log-SNR schedule its objective builds
+    if name is None or name not in SCHEDULE_NAMES:  # none, or a log-SNR schedule its family builds
         return None
     base = cfg.spindle_base if name == "spindle" else name
     kwargs = {"power": cfg.polynomial_power} if base == "polynomial" else {}
@@ -345,6 +356,19 @@ register(
         default_schedule="sqrt",
         time_conditionings=("none",),
         model_settings=embedding_dimension,
+        sampling=GAUSSIAN,
+    )
+)
+register(
+    Method(
+        name="plaid",
+        summary="Plaid: continuous-time likelihood training of embedding diffusion, learned schedule",
+        model=EmbeddingDiffusionLM,
+        objective=lambda mask_id, schedule, cfg: PlaidObjective(mask_id, cfg.embedding_dim),
+        schedules=("learned",),
+        default_schedule="learned",
+        time_conditionings=("none",),
+        model_settings=plaid_denoiser,
         sampling=GAUSSIAN,
     )
 )

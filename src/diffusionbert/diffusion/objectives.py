@@ -37,7 +37,7 @@ class Corrupted:
     Discrete objectives also carry the step k [B] and per-position α_s, α_t [B, L] (s = k − 1); continuous
     and any-order objectives carry a per-row loss weight [B]. Gaussian families keep x_t = x_0, score every
     noisable position (``masked`` = ``noise_mask``) and carry the standard normal ``noise`` [B, L, D] that
-    diffuses the embeddings.
+    diffuses the embeddings; a self-conditioning family marks the rows shown a first pass's estimate [B].
     """
 
     x_t: Tensor
@@ -49,6 +49,7 @@ class Corrupted:
     alpha_t: Tensor | None = None
     weight: Tensor | None = None
     noise: Tensor | None = None
+    self_condition: Tensor | None = None
 
     def select(self, rows: slice, width: int | None = None) -> Corrupted:
         """The same corruption for a slice of rows (a process's shard or a micro-batch), optionally cropped

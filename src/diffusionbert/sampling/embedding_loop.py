@@ -1,10 +1,11 @@
 """The reverse process of Gaussian embedding diffusion (Diffusion-LM): from N(0, I) to words, step by step.
 
 The absorbing families reveal tokens (:mod:`.loop`); here every generated position holds a vector z [D] the
-whole way, so the loop is simpler: each step calls the network once on all rows, takes x̂ (optionally
-clamped to the nearest word's embedding) and draws z_s from the model's posterior step
-(:func:`~diffusionbert.diffusion.embedding.reverse_step`). At t = 0 the words are drawn from the rounding
-distribution p(w | z_0). Given positions ([CLS], a prompt, an infill's text, a source) keep their clean
+whole way, so the loop is simpler: each step calls the network once on all rows (a self-conditioning network
+also reads the last step's x̂), takes x̂ (optionally clamped to the most likely word's embedding) and draws
+z_s from the model's posterior step
+(:func:`~diffusionbert.diffusion.embedding.reverse_step`). At t = 0 the words are drawn from the family's
+rounding distribution p(w | z_0). Given positions ([CLS], a prompt, an infill's text, a source) keep their clean
 embeddings throughout, as in training.
 
 Every draw comes from the row's own generator (:class:`~.draws.RowRandom`), so a sample does not depend on
@@ -20,14 +21,14 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ..diffusion.embedding import DiffusionLMObjective, EmbeddingDenoiser, clamp_to_embeddings, reverse_step
+from ..diffusion.embedding import EmbeddingDenoiser, EmbeddingObjective, reverse_step
 from .draws import Generators, RowRandom, gumbel_argmax
 from .loop import DenoiseResult
 
 
 def denoise_embeddings(
     model: EmbeddingDenoiser,
-    objective: DiffusionLMObjective,
+    objective: EmbeddingObjective,
     ids: Tensor,
     generated: Tensor,
     steps: int,
@@ -54,20 +55,24 @@ def denoise_embeddings(
     trajectory = None
     if return_trajectory:
         trajectory = ids.masked_fill(generated, mask_id).unsqueeze(1).repeat(1, steps + 1, 1)
-    gammas = objective.gamma(torch.tensor(grid, device=ids.device)).to(z.dtype)
+    gammas = objective.gamma(model, torch.tensor(grid, device=ids.device)).to(z.dtype)
+    self_conditioning = bool(getattr(model.config, "self_conditioning", False))
+    previous = torch.zeros_like(z) if self_conditioning else None  # x̂ of the last step, fed back
     for index, (t, _) in enumerate(itertools.pairwise(grid)):
         time = torch.full((batch,), t, dtype=torch.float32, device=ids.device)
-        output = model(z, attention_mask, t=time, positions=generated).prediction
-        x_hat = objective.clean_estimate(output, z[generated], gammas[index])
+        output = model(z, attention_mask, t=time, positions=generated, self_condition=previous).prediction
+        x_hat = objective.clean_estimate(model, output, z[generated], gammas[index])
+        if previous is not None:
+            previous[generated] = x_hat
         if clamp:
-            x_hat = clamp_to_embeddings(x_hat, model)
+            x_hat = objective.clamp(model, x_hat)
         noise = random.normal(rows, dim).to(z.dtype)
         z[generated] = reverse_step(z[generated], x_hat, gammas[index + 1], gammas[index], noise)
         if trajectory is not None:
-            trajectory[:, index + 1][generated] = model.rounding_logits(x_hat).argmax(-1)
+            trajectory[:, index + 1][generated] = objective.rounding_log_probs(model, x_hat).argmax(-1)
         if advance is not None:
             advance(1)
-    log_probs = torch.log_softmax(model.rounding_logits(z[generated]).to(torch.float64), -1)
+    log_probs = objective.rounding_log_probs(model, z[generated]).to(torch.float64)
     tokens = ids.masked_scatter(generated, gumbel_argmax(log_probs, rows, random))
     if trajectory is not None:
         trajectory[:, -1] = tokens

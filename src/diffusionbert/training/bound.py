@@ -41,7 +41,7 @@ class BoundResult:
         return asdict(self)
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference mode: a learned schedule's γ'(t) is taken by autograd
 def nll_bound(
     model: torch.nn.Module,
     objective: Objective,
