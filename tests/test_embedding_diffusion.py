@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from diffusionbert.checkpoint import load_model_dir
+from diffusionbert.cli import main
 from diffusionbert.config import load_config
 from diffusionbert.diffusion.embedding import DiffusionLMObjective
 from diffusionbert.diffusion.gaussian import (
@@ -203,15 +204,17 @@ def test_clean_estimate_is_exact_for_the_v_target_and_tends_to_z_at_low_noise():
 # ---------------------------------------------------------------------------------------------------------
 # The family end to end: CLI, resume, two processes, bad input
 
-CLI = [sys.executable, "-m", "diffusionbert.cli"]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 FAMILY = {"objective": "diffusion_lm", "schedule": "sqrt", "num_steps": 64, "embedding_dim": 8}
+FAMILIES = {
+    "diffusion_lm": FAMILY,
+    "plaid": {"objective": "plaid", "schedule": "learned", "embedding_dim": 8},
+}
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *args, "--no-progress"], env=ENV, capture_output=True, text=True, timeout=300
-    )
+def cli(*args: str) -> int:
+    """The command line in this process (its exit code): the same code path, without a new interpreter."""
+    return main(["--no-progress", *args])
 
 
 def losses(run: Path) -> dict[int, float]:
@@ -222,49 +225,52 @@ def losses(run: Path) -> dict[int, float]:
     }
 
 
-def test_diffusion_lm_trains_samples_and_evaluates_from_the_cli(tiny_config, tiny_texts, tmp_path):
-    path, out = tiny_config(diffusion=FAMILY, training={"max_steps": 4, "save_every": 0})
-    proc = cli("train", "--config", str(path))
-    assert proc.returncode == 0, proc.stderr
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_each_gaussian_family_trains_samples_and_evaluates_from_the_cli(
+    family, tiny_config, tiny_texts, tmp_path
+):
+    path, out = tiny_config(diffusion=FAMILIES[family], training={"max_steps": 4, "save_every": 0})
+    assert cli("train", "--config", str(path)) == 0
     loaded = load_model_dir(out)
-    assert loaded.method.name == "diffusion_lm" and loaded.model.token_embedding.weight.shape[1] == 8
+    assert loaded.method.name == family and loaded.model.token_embedding.weight.shape[1] == 8
     samples = tmp_path / "samples.jsonl"
     for extra in ([], ["--prompt", "the big cat", "--sampler", "ancestral"]):
         args = ["--num-samples", "3", "--length", "8", "--steps", "16", "--trajectory", "--out", str(samples)]
-        proc = cli("sample", "--checkpoint", str(out), *args, *extra)
-        assert proc.returncode == 0, proc.stderr
+        assert cli("sample", "--checkpoint", str(out), *args, *extra) == 0
         records = [json.loads(line) for line in samples.read_text().splitlines()]
         assert len(records) == 3 and all(r["nfe"] == 16 and len(r["trajectory"]) == 17 for r in records)
         if extra:
             assert all(r["text"].startswith("the big cat") for r in records)
     report = tmp_path / "eval.json"
-    proc = cli(
+    assert cli(
         "evaluate", "--checkpoint", str(out), "--data", str(tiny_texts["valid"]), "--num-samples", "2",
         "--steps", "8", "--length", "8", "--metrics", "bound,self-bleu", "--out", str(report),
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
+    ) == 0  # fmt: skip
     bound = json.loads(report.read_text())["bound"]
     assert math.isfinite(bound["nats_per_token"]) and bound["nats_per_token"] > 0 and bound["n_words"] > 0
 
 
-def test_diffusion_lm_resumes_exactly(tiny_config):
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_each_gaussian_family_resumes_exactly(family, tiny_config):
     path, out = tiny_config(
-        diffusion=FAMILY,
+        diffusion=FAMILIES[family],
         training={"max_steps": 6, "save_every": 2, "eval_every": 0, "lr_decay": "constant"},
     )  # a constant LR: stopping at 3 and resuming to 6 changes nothing else
-    assert cli("train", "--config", str(path), "--output-dir", f"{out}-whole").returncode == 0
-    assert cli("train", "--config", str(path), "--max-steps", "3").returncode == 0
-    proc = cli("train", "--config", str(path), "--resume")
-    assert proc.returncode == 0, proc.stderr
+    assert cli("train", "--config", str(path), "--output-dir", f"{out}-whole") == 0
+    assert cli("train", "--config", str(path), "--max-steps", "3") == 0
+    assert cli("train", "--config", str(path), "--resume") == 0
     assert losses(out) == losses(Path(f"{out}-whole")) and sorted(losses(out)) == list(range(1, 7))
     a = load_file(str(out / "final" / "model.safetensors"))
     b = load_file(str(Path(f"{out}-whole") / "final" / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_diffusion_lm_two_processes_train_like_one(tiny_config):
-    path, out = tiny_config(diffusion=FAMILY, training={"max_steps": 4, "save_every": 0, "eval_every": 0})
-    assert cli("train", "--config", str(path)).returncode == 0
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_each_gaussian_family_two_processes_train_like_one(family, tiny_config):
+    path, out = tiny_config(
+        diffusion=FAMILIES[family], training={"max_steps": 4, "save_every": 0, "eval_every": 0}
+    )
+    assert cli("train", "--config", str(path)) == 0
     torchrun = Path(sys.executable).with_name("torchrun")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -299,30 +305,45 @@ def test_diffusion_lm_two_processes_train_like_one(tiny_config):
             "training.self_prompt=0.5",
             "training.self_prompt=0.5 contradicts diffusion.objective='diffusion_lm'",
         ),
+        (
+            "diffusion.objective=plaid diffusion.schedule=spindle",
+            "diffusion.schedule='spindle' contradicts diffusion.objective='plaid'",
+        ),
+        (
+            "diffusion.objective=plaid diffusion.schedule=sqrt",
+            "diffusion.schedule='sqrt' contradicts diffusion.objective='plaid'",
+        ),
+        (
+            "diffusion.objective=plaid model.time_conditioning=prefix_token",
+            "model.time_conditioning='prefix_token' contradicts diffusion.objective='plaid'",
+        ),
+        ("diffusion.objective=mdlm diffusion.schedule=learned", "diffusion.schedule='learned' contradicts"),
     ],
 )
-def test_options_of_other_families_are_one_line_errors_and_write_nothing(tiny_config, override, message):
+def test_options_of_other_families_are_one_line_errors_and_write_nothing(
+    tiny_config, capsys, override, message
+):
     path, out = tiny_config(diffusion=FAMILY, training={"max_steps": 2, "save_every": 0})
-    proc = cli("train", "--config", str(path), override)
-    assert proc.returncode == 2, proc.stderr
-    assert (
-        proc.stderr.startswith("error: ") and message in proc.stderr and proc.stderr.strip().count("\n") == 0
-    )
+    assert main(["--no-progress", "train", "--config", str(path), *override.split()]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.strip().count("\n") == 0
     assert not (out / "final").exists() and not (out / "checkpoints").exists()
 
 
-def test_a_sampling_option_the_family_cannot_use_is_a_one_line_error(tiny_config):
+def test_a_sampling_option_the_family_cannot_use_is_a_one_line_error(tiny_config, capsys):
     path, out = tiny_config(diffusion=FAMILY, training={"max_steps": 1, "save_every": 0})
-    assert cli("train", "--config", str(path)).returncode == 0
+    assert main(["--no-progress", "train", "--config", str(path)]) == 0
     for args, message in (
         (["--temperature", "0.5"], "temperature/top_k/top_p does not apply to a Gaussian"),
         (["--sampler", "cached"], "sampler='cached' is not valid"),
         (["--steps", "65"], "steps=65 is not valid"),
         (["--end", "predicted"], "end='predicted' does not apply to a Gaussian"),
     ):
-        proc = cli("sample", "--checkpoint", str(out), "--num-samples", "1", "--length", "4", *args)
-        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
-        assert proc.stderr.strip().count("\n") == 0
+        capsys.readouterr()
+        sample = ["sample", "--checkpoint", str(out), "--num-samples", "1", "--length", "4", "--no-progress"]
+        assert main([*sample, *args]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.strip().count("\n") == 0, err
 
 
 def test_source_dropout_contradicts_a_gaussian_family(tiny_config):
