@@ -44,7 +44,7 @@ def test_quick_reproduction_writes_every_row_claim_and_plot_and_reruns_from_cach
     page = reproduce(tiny_plan, progress=False)
     plan = load_plan(tiny_plan)
     text = page.read_text()
-    assert len(plan.rows) == 10 and len(plan.claims) >= 8
+    assert len(plan.rows) == 14 and len(plan.claims) >= 8
     for row in plan.rows:
         assert f"| **{row.label}** |" in text
         stored = json.loads((Path(plan.output_dir) / row.name / "evaluation.json").read_text())
@@ -57,13 +57,22 @@ def test_quick_reproduction_writes_every_row_claim_and_plot_and_reruns_from_cach
     assert "| 63.78 | 0.4358 | 0.2151 |" in text  # the paper's numbers sit next to ours
     ar = json.loads((Path(plan.output_dir) / "ar" / "evaluation.json").read_text())["result"]
     assert ar["sampler"] == "autoregressive"
+    for name, top_k in (("spindle", 3), ("diffusion-lm", 0), ("plaid", 0)):  # a row may turn top-k off
+        assert (
+            json.loads((Path(plan.output_dir) / name / "evaluation.json").read_text())["key"]["top_k"]
+            == top_k
+        )
+    assert (
+        "`diffusion-lm`: `diffusion.objective=diffusion_lm`, `diffusion.schedule=sqrt`; sampled with top-k off"
+        in text
+    )
 
     # A hand-written discussion survives regeneration; nothing is trained or evaluated again.
     page.write_text(text.replace(DISCUSSION_START + "\n", DISCUSSION_START + "\nOur reading.\n"))
     capsys.readouterr()
     reproduce(tiny_plan, progress=False)
     out = capsys.readouterr().out
-    assert out.count("reusing the finished run") == 10
+    assert out.count("reusing the finished run") == len(plan.rows)
     again = page.read_text()
     assert "Our reading." in again[again.index(DISCUSSION_START) : again.index(DISCUSSION_END)]
 

@@ -50,6 +50,7 @@ class Row:
     overrides: tuple[str, ...] = ()
     sampler: str = "ancestral"  # any sampler name, or "autoregressive" for the AR row
     paper: PaperNumbers | None = None
+    top_k: int | None = None  # the protocol's top-k unless set (0: off, for a sampler without top-k)
 
 
 @dataclass(frozen=True)
@@ -215,7 +216,8 @@ def evaluate_row(plan: Plan, row: Row, progress: bool = True, device: str | None
     run = Path(cfg.training.output_dir)
     stored = run / "evaluation.json"
     judge = Path(row_config(plan, plan.row(plan.judge)).training.output_dir) / "final"
-    key = _evaluation_key(plan, cfg, judge) | {"sampler": row.sampler}
+    top_k = p.top_k if row.top_k is None else row.top_k
+    key = _evaluation_key(plan, cfg, judge) | {"sampler": row.sampler, "top_k": top_k}
     if (record := stored_record(stored, key)) is not None:
         return RowResult(**{**record["result"], "samples": tuple(record["result"]["samples"])})
     started = time.perf_counter()
@@ -227,7 +229,7 @@ def evaluate_row(plan: Plan, row: Row, progress: bool = True, device: str | None
         sampler=row.sampler,
         steps=p.steps,
         length=p.length,
-        top_k=p.top_k,
+        top_k=top_k,
         judge=judge,
     )
     timing = run / "timing.json"
@@ -447,7 +449,11 @@ def results_page(
             f" {_fmt(paper.ppl, 2)} | {_fmt(paper.bleu, 4)} | {_fmt(paper.self_bleu, 4)} |"
         )
     lines += ["", "Row settings (overrides of the base config, after the shared ones):", ""]
-    lines += [f"- `{row.name}`: {', '.join(f'`{o}`' for o in row.overrides) or 'none'}" for row in plan.rows]
+    lines += [
+        f"- `{row.name}`: {', '.join(f'`{o}`' for o in row.overrides) or 'none'}"
+        + ("" if row.top_k is None else f"; sampled with top-k {row.top_k or 'off'}")
+        for row in plan.rows
+    ]
     sources = sorted({row.paper.source for row in plan.rows if row.paper and row.paper.source})
     if sources:
         lines += ["", "Paper numbers: " + "; ".join(sources) + "."]
