@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from diffusionbert.apps.bench import StepTiming, combined, training_flops, training_report
+from diffusionbert.apps.bench import (
+    FAMILIES,
+    StepTiming,
+    bench_families,
+    combined,
+    families_report,
+    training_flops,
+    training_report,
+)
 from diffusionbert.cli import main
 from diffusionbert.testing import tiny_model
 
@@ -39,3 +47,20 @@ def test_bench_rejects_zero_rounds() -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["bench", "--rounds", "0"])
     assert exit_info.value.code == 2
+
+
+def test_every_family_runs_its_training_step_and_a_gaussian_family_its_samplers(tiny_backbone, tiny_texts):
+    """The family benchmark on the tiny backbone, one timed step: every family's step and report row."""
+    timings = bench_families(
+        tiny_texts["train"], backbone=str(tiny_backbone), num_sentences=16, batch_size=8, steps=1,
+        num_samples=2, length=6, sample_steps=3,
+    )  # fmt: skip
+    assert [t.family for t in timings] == list(FAMILIES)
+    assert all(t.seconds_per_step > 0 and t.real_tokens_per_s > 0 for t in timings)
+    gaussian = {t.family: sorted(t.samples_per_s) for t in timings if t.samples_per_s}
+    assert gaussian == {"diffusion_lm": ["ancestral", "clamped"], "plaid": ["ancestral", "clamped"]}
+    report = families_report(timings, "settings")
+    assert (
+        "| diffusionbert | spindle |" in report and "| plaid | learned |" in report and "| 1.00× |" in report
+    )
+    assert "| diffusion_lm | clamped | 3 |" in report

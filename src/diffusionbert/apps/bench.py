@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..config import config_from_dict
 from ..data import load_texts, make_dataloader, tokenize_dataset
 from ..diffusion.corruption import unmask_probability
 from ..diffusion.objectives import DiffusionBertObjective
@@ -27,9 +28,10 @@ from ..diffusion.schedules import LinearSchedule
 from ..diffusion.token_info import spindle_from_counts
 from ..errors import CheckpointError
 from ..evaluation.conditional import mbr_select
-from ..models import DiffusionBertForMaskedLM, default_backbone_path
+from ..methods import GAUSSIAN, build_model, check_config, get_method, objective_from_config
+from ..models import DiffusionBertForMaskedLM, backbone_dir, default_backbone_path
 from ..models.loading import load_tokenizer
-from ..sampling import DiffusionPipeline, load_pipeline
+from ..sampling import DiffusionPipeline, EmbeddingDiffusionPipeline, load_pipeline
 from ..training.step import denoiser_terms
 from ..utils.io import atomic_file
 from ..utils.runtime import default_device, machine_description
@@ -326,6 +328,124 @@ def sampling_report(timings: list[SamplingTiming], settings: str) -> str:
     return "\n".join(lines)
 
 
+FAMILIES = ("diffusionbert", "mdlm", "sedd", "rdm", "radd", "diffusion_lm", "plaid", "ar")
+"""The families whose training step (and, for the Gaussian ones, sampler) the family benchmark times."""
+
+
+@dataclass(frozen=True)
+class FamilyTiming:
+    """A family's training step (seconds, real tokens/s) and, for a Gaussian family, its samplers' samples/s
+    at ``sample_steps`` (the absorbing samplers have their own section)."""
+
+    family: str
+    schedule: str | None
+    seconds_per_step: float
+    real_tokens_per_s: float
+    samples_per_s: dict[str, float]
+    sample_steps: int
+
+
+def bench_families(
+    data_file: Path,
+    families: tuple[str, ...] = FAMILIES,
+    backbone: str = "minilm",
+    num_sentences: int = 256,
+    batch_size: int = 32,
+    steps: int = 4,
+    num_samples: int = 8,
+    length: int = 64,
+    sample_steps: int = 64,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+) -> list[FamilyTiming]:
+    """Each family's training step on the same bucketed batches of ``data_file`` (its own objective, default
+    schedule and model on ``backbone``, AdamW, one untimed warm-up step), and the samplers of a Gaussian
+    family on its freshly built model (speed does not depend on the weights)."""
+    device = default_device(device)
+    tokenizer = load_tokenizer(backbone_dir(backbone))
+    texts = load_texts(data_file).select(range(num_sentences))
+    tokenized = tokenize_dataset(texts, tokenizer, "sentence", 128).dataset
+    counts = torch.bincount(
+        torch.tensor([i for ids in tokenized["input_ids"] for i in ids[1:]]), minlength=len(tokenizer)
+    )
+    batches = list(
+        make_dataloader(tokenized, batch_size, shuffle=True, seed=seed, pad_token_id=tokenizer.pad_token_id)
+    )
+    timings = []
+    for family in families:
+        cfg = check_config(
+            config_from_dict({"model": {"backbone": backbone}, "diffusion": {"objective": family}})
+        )
+        torch.manual_seed(seed)
+        model, _ = build_model(cfg)
+        model = model.to(device).train()
+        objective = objective_from_config(cfg.diffusion, tokenizer.mask_token_id, counts)
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+        generator = torch.Generator(device=device).manual_seed(seed)
+        seconds, real = 0.0, 0
+        for i in range(steps + 1):  # the first step warms up allocators and is not timed
+            batch = {k: v.to(device) for k, v in batches[i % len(batches)].items()}
+            _sync(device)
+            start = time.perf_counter()
+            corrupted = objective.corrupt(batch["input_ids"], batch["noise_mask"], generator)
+            terms = denoiser_terms(model, objective, batch["input_ids"], batch["attention_mask"], corrupted)
+            (terms.loss / batch["noise_mask"].sum()).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            _sync(device)
+            if i:
+                seconds += time.perf_counter() - start
+                real += int(batch["attention_mask"].sum())
+        sampling = {}
+        if get_method(family).sampling == GAUSSIAN:
+            pipe = EmbeddingDiffusionPipeline(model.eval(), tokenizer, objective, device)
+            for sampler in pipe.samplers:
+                _sync(device)
+                start = time.perf_counter()
+                pipe(num_samples, length, sample_steps, sampler, seed=seed, batch_size=num_samples)
+                _sync(device)
+                sampling[sampler] = num_samples / (time.perf_counter() - start)
+        timings.append(
+            FamilyTiming(
+                family, cfg.diffusion.schedule, seconds / steps, real / seconds, sampling, sample_steps
+            )
+        )
+    return timings
+
+
+def families_report(timings: list[FamilyTiming], settings: str) -> str:
+    """The family section of docs/benchmarks.md: training step per family against DiffusionBERT's, and the
+    Gaussian families' samplers."""
+    reference = next((t for t in timings if t.family == "diffusionbert"), timings[0])
+    lines = [
+        "## Training step and sampler per family (issue 14)",
+        "",
+        settings,
+        "",
+        f"| family | schedule | s / step | real tokens / s | ÷ {reference.family} |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {t.family} | {t.schedule or '–'} | {t.seconds_per_step:.2f} | {t.real_tokens_per_s:,.0f} |"
+            f" {t.real_tokens_per_s / reference.real_tokens_per_s:.2f}× |"
+            for t in timings
+        ],
+        "",
+    ]
+    gaussian = [t for t in timings if t.samples_per_s]
+    if gaussian:
+        lines += [
+            "| Gaussian family | sampler | steps | samples / s |",
+            "|---|---|---|---|",
+            *[
+                f"| {t.family} | {name} | {t.sample_steps} | {rate:.3f} |"
+                for t in gaussian
+                for name, rate in t.samples_per_s.items()
+            ],
+            "",
+        ]
+    return "\n".join(lines)
+
+
 @dataclass(frozen=True)
 class DecodeTiming:
     """One decoder of the E2E table timed at one batch size: seconds per source, text tokens per second."""
@@ -467,6 +587,15 @@ def run_bench(
     )
     sections.append(sampling_report(timings, settings))
     report(sections[1])
+    families = bench_families(data, num_sentences=sentences, steps=steps, seed=seed, device=device)
+    settings = (
+        f"Machine: {machine}. Packaged MiniLM-L6, each family's default schedule and model, batch 32 of the "
+        f"first {sentences} sentences of `{data}` (bucketed, the same batches for every family), {steps} timed "
+        f"steps after one warm-up, AdamW, seed {seed}; the Gaussian families' samplers: {num_samples} samples "
+        "of length 64 in one batch, 64 steps, one network call each."
+    )
+    sections.append(families_report(families, settings))
+    report(sections[-1])
     plan = load_plan(e2e_plan)
     rows = speed_at_quality_rows(plan)
     if rows is None:

@@ -5,7 +5,13 @@ from .draws import RowRandom, Sharpening, gumbel_argmax, sample_generator
 from .left_to_right import generate_left_to_right
 from .loop import DenoiseResult, denoise
 from .output import SampleOutput
-from .pipeline import AutoregressivePipeline, DiffusionPipeline, load_pipeline, pipeline_for
+from .pipeline import (
+    AutoregressivePipeline,
+    DiffusionPipeline,
+    EmbeddingDiffusionPipeline,
+    load_pipeline,
+    pipeline_for,
+)
 from .samplers import SAMPLERS, Sampler, build_sampler
 
 __all__ = [
@@ -13,6 +19,7 @@ __all__ = [
     "AutoregressivePipeline",
     "DenoiseResult",
     "DiffusionPipeline",
+    "EmbeddingDiffusionPipeline",
     "RowRandom",
     "SampleOutput",
     "Sampler",
