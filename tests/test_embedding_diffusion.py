@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -14,11 +15,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from diffusionbert.checkpoint import load_model_dir
 from diffusionbert.cli import main
 from diffusionbert.config import load_config
+from diffusionbert.diffusion import plaid as plaid_module
 from diffusionbert.diffusion.embedding import DiffusionLMObjective
 from diffusionbert.diffusion.gaussian import (
     LearnedSchedule,
@@ -438,3 +440,29 @@ def test_plaid_sampling_feeds_back_the_previous_steps_estimate():
     assert bool((result.tokens < MASK).all())
     assert torch.equal(model.seen[0], torch.zeros(5, 2, 2))  # no estimate before the first step
     assert all(bool(seen.abs().sum() > 0) for seen in model.seen[1:])
+
+
+def test_a_nan_in_a_gaussian_bound_term_is_a_one_line_error_in_training_and_evaluation(
+    tiny_config, tiny_texts, tmp_path, monkeypatch, capsys
+):
+    path, out = tiny_config(diffusion=FAMILIES["plaid"], training={"max_steps": 2, "save_every": 0})
+    assert cli("train", "--config", str(path)) == 0
+    final = tmp_path / "final"
+    shutil.copytree(out / "final", final)
+    weights = load_file(str(final / "model.safetensors"))
+    weights["noise_schedule.gamma_0"] = torch.tensor(float("nan"))  # γ(0) NaN: the rounding term is NaN
+    save_file(weights, str(final / "model.safetensors"), metadata={"format": "pt"})
+    capsys.readouterr()
+    assert cli("evaluate", "--checkpoint", str(final), "--data", str(tiny_texts["valid"])) == 2
+    err = capsys.readouterr().err
+    assert "is not finite (nan)" in err and err.strip().count("\n") == 0
+
+    monkeypatch.setattr(plaid_module, "prior_kl", lambda x, gamma: torch.full(x.shape[:-1], float("nan")))
+    diverging, _ = tiny_config(
+        diffusion=FAMILIES["plaid"],
+        training={"max_steps": 8, "save_every": 0, "output_dir": str(tmp_path / "d")},
+    )
+    assert cli("train", "--config", str(diverging)) == 2
+    err = capsys.readouterr().err
+    assert "training diverged" in err and "no final/ was written" in err and err.strip().count("\n") == 0
+    assert not (tmp_path / "d" / "final").exists()
