@@ -248,8 +248,10 @@ def test_each_gaussian_family_trains_samples_and_evaluates_from_the_cli(
         "evaluate", "--checkpoint", str(out), "--data", str(tiny_texts["valid"]), "--num-samples", "2",
         "--steps", "8", "--length", "8", "--metrics", "bound,self-bleu", "--out", str(report),
     ) == 0  # fmt: skip
-    bound = json.loads(report.read_text())["bound"]
+    written = json.loads(report.read_text())
+    bound = written["bound"]
     assert math.isfinite(bound["nats_per_token"]) and bound["nats_per_token"] > 0 and bound["n_words"] > 0
+    assert written["samples"]["sampler"] == {"diffusion_lm": "clamped", "plaid": "ancestral"}[family]
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))

@@ -88,6 +88,10 @@ class EmbeddingObjective(Objective):
     [B, L, D]. Every method that needs the network takes it unwrapped (:func:`unwrapped`).
     """
 
+    default_sampler: ClassVar[str] = (
+        "ancestral"  # the family's own way to sample (``clamped`` or ``ancestral``)
+    )
+
     def __init__(self, mask_id: int, embedding_dim: int) -> None:
         super().__init__(mask_id)
         if embedding_dim < 1:
@@ -145,6 +149,7 @@ class DiffusionLMObjective(EmbeddingObjective):
     the full variational bound as ``nll``."""
 
     name: ClassVar[str] = "diffusion_lm"
+    default_sampler: ClassVar[str] = "clamped"  # Li et al. sample with the clamping trick
 
     def __init__(self, mask_id: int, schedule: nn.Module, num_steps: int, embedding_dim: int) -> None:
         super().__init__(mask_id, embedding_dim)

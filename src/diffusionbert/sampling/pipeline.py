@@ -503,17 +503,21 @@ class EmbeddingDiffusionPipeline(DiffusionPipeline):
     """A Gaussian embedding-diffusion model (Diffusion-LM) and its tokenizer; called like
     :class:`DiffusionPipeline`, with the same templates (unconditional, ``prompt``, ``infill``, ``source``).
 
-    Its samplers: ``clamped`` (the default, Diffusion-LM's clamping trick at every step) and ``ancestral``
-    (the model's own reverse process, the one its bound scores); see
+    Its samplers: ``clamped`` (Diffusion-LM's clamping trick at every step, its default) and ``ancestral``
+    (the model's own reverse process, the one its bound scores; Plaid's default); see
     :mod:`~diffusionbert.sampling.embedding_loop`. ``steps`` K ≤ T walks t_k = 1 − k/K, one network call
     each. A generated [SEP] ends a text. Temperature, top-k/top-p, guidance and a predicted end do not apply.
     """
 
-    default_sampler = "clamped"
     samplers = ("clamped", "ancestral")
 
+    @property
+    def default_sampler(self) -> str:
+        """The family's own sampler (its objective's ``default_sampler``)."""
+        return self.objective.default_sampler
+
     def resolve_sampler(self, sampler: str | None) -> str:
-        """The sampler a call with ``sampler`` uses (default ``clamped``); another name is an error."""
+        """The sampler a call with ``sampler`` uses (default: the family's own); another name is an error."""
         name = sampler or self.default_sampler
         if not isinstance(name, str) or name not in self.samplers:
             raise invalid_choice("sampler", str(name), self.samplers)
