@@ -1,4 +1,5 @@
-"""Diffusion-LM (Li et al., 2022): Gaussian diffusion of learned word embeddings, scored by its full bound.
+"""Gaussian diffusion of learned word embeddings: what its families share (:class:`EmbeddingObjective`, the
+reverse step) and Diffusion-LM (Li et al., 2022), scored by its full bound. Plaid is in :mod:`.plaid`.
 
 A sentence w is embedded as x = E[w] (one D-vector per token, the table learned with the network), diffused
 as z_t = α_t x + σ_t ε on a T-step grid t_k = k / T of a log-SNR schedule (:mod:`.gaussian`; Diffusion-LM's
@@ -36,7 +37,7 @@ from .losses import LossTerms
 from .objectives import Corrupted, Objective
 
 GAUSSIAN_SCHEDULES: dict[str, type[nn.Module]] = {"sqrt": SqrtSchedule}
-"""The log-SNR schedules a Gaussian family may name in ``diffusion.schedule``."""
+"""The fixed log-SNR schedules a Gaussian family may name in ``diffusion.schedule`` (Plaid's is learned)."""
 
 
 class EmbeddingDenoiser(Protocol):
