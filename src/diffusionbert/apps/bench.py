@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from datasets import Dataset
 from torch import Tensor
+from transformers import PreTrainedTokenizerBase
 
 from ..config import config_from_dict
 from ..data import load_texts, make_dataloader, tokenize_dataset
@@ -136,11 +138,7 @@ def bench_training(
     precision = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
     path = default_backbone_path()
     tokenizer = load_tokenizer(path)
-    texts = load_texts(data_file).select(range(num_sentences))
-    tokenized = tokenize_dataset(texts, tokenizer, "sentence", 128).dataset
-    counts = torch.bincount(
-        torch.tensor([i for ids in tokenized["input_ids"] for i in ids[1:]]), minlength=len(tokenizer)
-    )
+    tokenized, counts = _sentences(data_file, tokenizer, num_sentences)
     schedule = spindle_from_counts(LinearSchedule(), counts)
     objective = DiffusionBertObjective(tokenizer.mask_token_id, schedule, num_steps=2048)
     peak = matmul_peak_flops(device, precision)
@@ -196,6 +194,19 @@ def bench_training(
         (run("naive (paper formulation)", padded, naive), run("ours", bucketed, ours)) for _ in range(rounds)
     ]
     return [n for n, _ in timings], [o for _, o in timings], peak
+
+
+def _sentences(
+    data_file: Path, tokenizer: PreTrainedTokenizerBase, num_sentences: int
+) -> tuple[Dataset, Tensor]:
+    """The first ``num_sentences`` of ``data_file`` tokenised as sentences (up to 128 tokens), and their token
+    counts (for a spindle schedule)."""
+    texts = load_texts(data_file).select(range(num_sentences))
+    tokenized = tokenize_dataset(texts, tokenizer, "sentence", 128).dataset
+    counts = torch.bincount(
+        torch.tensor([i for ids in tokenized["input_ids"] for i in ids[1:]]), minlength=len(tokenizer)
+    )
+    return tokenized, counts
 
 
 def combined(timings: list[StepTiming]) -> StepTiming:
@@ -363,11 +374,7 @@ def bench_families(
     family on its freshly built model (speed does not depend on the weights)."""
     device = default_device(device)
     tokenizer = load_tokenizer(backbone_dir(backbone))
-    texts = load_texts(data_file).select(range(num_sentences))
-    tokenized = tokenize_dataset(texts, tokenizer, "sentence", 128).dataset
-    counts = torch.bincount(
-        torch.tensor([i for ids in tokenized["input_ids"] for i in ids[1:]]), minlength=len(tokenizer)
-    )
+    tokenized, counts = _sentences(data_file, tokenizer, num_sentences)
     batches = list(
         make_dataloader(tokenized, batch_size, shuffle=True, seed=seed, pad_token_id=tokenizer.pad_token_id)
     )

@@ -74,7 +74,7 @@ class BackboneWrapperModel(PreTrainedModel):
     What the masked-LM denoiser and the causal-LM baseline share: building or loading the backbone, finding
     its vocabulary head, input checks, selected-position logits with forbidden ids at ``-inf``, and the
     bookkeeping of parameters that did not come from the pre-trained checkpoint. Subclasses set the class
-    attributes below, add their own modules after ``super().__init__`` and then call ``post_init()``.
+    attributes below, add their own modules after ``super().__init__`` and then call :meth:`_finish_init`.
     """
 
     supports_gradient_checkpointing = True
@@ -115,6 +115,15 @@ class BackboneWrapperModel(PreTrainedModel):
             f"backbone {type(backbone).__name__} (model_type={backbone.config.model_type!r}) has no known "
             f"{cls._head_kind} head; allowed: {cls._head_families}"
         )
+
+    def _finish_init(self) -> None:
+        """End a subclass's ``__init__``: initialise the weights (``post_init``) and, for a model built afresh,
+        record its own modules (everything outside the backbone) as parameters not from the checkpoint."""
+        self.post_init()
+        if self.config.new_parameter_names is None:
+            self.config.new_parameter_names = [
+                n for n, _ in self.named_parameters() if not n.startswith("backbone.")
+            ]
 
     def get_correct_attn_implementation(
         self, requested_attention: str | None, is_init_check: bool = False

@@ -31,13 +31,13 @@ from typing import Any
 import torch
 from huggingface_hub.dataclasses import strict
 from torch import Tensor, nn
-from transformers import AutoModelForMaskedLM, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import ModelOutput
 
 from ..diffusion.gaussian import LearnedSchedule
 from ..errors import ConfigError, invalid_choice
-from .backbone import BackboneWrapperConfig, BackboneWrapperModel
-from .masked_lm import _MLM_HEADS, TimeEmbedding
+from .backbone import BackboneWrapperConfig
+from .masked_lm import MaskedLMBackboneModel, TimeEmbedding
 
 
 @strict
@@ -73,16 +73,10 @@ class EmbeddingDiffusionOutput(ModelOutput):
     prediction: Tensor | None = None
 
 
-class EmbeddingDiffusionLM(BackboneWrapperModel):
-    """x̂(z_t, t): the clean embedding predicted from noisy embeddings, by a pre-trained encoder (module doc)."""
+class EmbeddingDiffusionLM(MaskedLMBackboneModel):
+    """The denoiser of Gaussian embedding diffusion: a pre-trained encoder reading noisy embeddings (module doc)."""
 
     config_class = EmbeddingDiffusionConfig
-    _backbone_auto_class = AutoModelForMaskedLM
-    _backbone_kind = "masked-LM"
-    _backbone_families = "BERT-family encoders such as bert, roberta, distilbert, electra, albert"
-    _head_layouts = _MLM_HEADS
-    _head_kind = "MLM"
-    _head_families = "bert, roberta, distilbert, electra, albert and families sharing their head layout"
 
     def __init__(self, config: EmbeddingDiffusionConfig, backbone: PreTrainedModel | None = None) -> None:
         super().__init__(config, backbone)
@@ -96,11 +90,7 @@ class EmbeddingDiffusionLM(BackboneWrapperModel):
         if config.learned_schedule:
             self.noise_schedule = LearnedSchedule(gamma_0=LEARNED_GAMMA_0, gamma_1=LEARNED_GAMMA_1)
         self._freeze_unused()
-        self.post_init()
-        if config.new_parameter_names is None:
-            config.new_parameter_names = [
-                n for n, _ in self.named_parameters() if not n.startswith("backbone.")
-            ]
+        self._finish_init()
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

@@ -90,16 +90,22 @@ class ZeroInitLinear(nn.Linear):
     """A linear layer initialised to zero, so a new residual branch starts as the identity."""
 
 
-class DiffusionBertForMaskedLM(BackboneWrapperModel):
-    """Time-(optionally-)conditioned masked LM used as the reverse process of absorbing-state diffusion."""
+class MaskedLMBackboneModel(BackboneWrapperModel):
+    """A wrapper whose backbone is an ``AutoModelForMaskedLM`` with its vocabulary head (the diffusion
+    denoisers: this one's, and the embedding-diffusion one's in :mod:`.embedding_lm`)."""
 
-    config_class = DiffusionBertConfig
     _backbone_auto_class = AutoModelForMaskedLM
     _backbone_kind = "masked-LM"
     _backbone_families = "BERT-family encoders such as bert, roberta, distilbert, electra, albert"
     _head_layouts = _MLM_HEADS
     _head_kind = "MLM"
     _head_families = "bert, roberta, distilbert, electra, albert and families sharing their head layout"
+
+
+class DiffusionBertForMaskedLM(MaskedLMBackboneModel):
+    """Time-(optionally-)conditioned masked LM used as the reverse process of absorbing-state diffusion."""
+
+    config_class = DiffusionBertConfig
 
     def __init__(self, config: DiffusionBertConfig, backbone: PreTrainedModel | None = None) -> None:
         """Build the model; ``backbone`` is an already loaded ``AutoModelForMaskedLM`` (see :meth:`from_backbone`)."""
@@ -118,11 +124,7 @@ class DiffusionBertForMaskedLM(BackboneWrapperModel):
                 layer.register_forward_pre_hook(
                     functools.partial(self._add_layer_time, index), with_kwargs=True
                 )
-        self.post_init()
-        if config.new_parameter_names is None:
-            config.new_parameter_names = [
-                n for n, _ in self.named_parameters() if not n.startswith("backbone.")
-            ]
+        self._finish_init()
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

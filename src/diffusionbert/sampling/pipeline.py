@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -251,12 +251,7 @@ class DiffusionPipeline(_Pipeline):
         end = self._resolve_end(end, length, infill)
         sampler = self._sampler(sampler or self.default_sampler, temperature, top_k, top_p)
         timesteps = sampler.timesteps(steps)
-        sources = [source] if source is None or isinstance(source, str) else list(source)
-        if not sources or (len(sources) > 1 and not all(one.strip() for one in sources)):
-            raise ConfigError("a source in the list is empty; allowed: a text or a list of non-empty texts")
-        layout = _Layout.stack(
-            [self._layout(length, prompt, infill, one) for one in sources], self.tokenizer.pad_token_id
-        )
+        layout = self._layouts(length, prompt, infill, source)
         self._check_guidance(guidance, source)
         tok = self.tokenizer
         prompted = self.self_prompt is not None  # prompted rows are right-padded to the longest span
@@ -287,30 +282,70 @@ class DiffusionPipeline(_Pipeline):
             first_time = sampler.time_input(timesteps[0][0])
             layout = self._predicted_ends(layout, predict, first_time, batch_size)
 
-        total = num_samples * len(sources)
+        def run(
+            rows: _Layout, generators: list[torch.Generator], advance: Callable[[int], None]
+        ) -> DenoiseResult:
+            return denoise(
+                call_model,
+                rows.ids,
+                sampler,
+                timesteps,
+                generators,
+                generated=rows.generated,
+                noise_mask=rows.noise_mask,
+                cache=cache,
+                return_trajectory=return_trajectory,
+                advance=advance,
+                self_prompt=self.self_prompt,
+            )
+
+        return self._generate(
+            layout,
+            num_samples,
+            batch_size,
+            seed,
+            len(timesteps),
+            progress,
+            run,
+            extra_nfe=int(end == "predicted"),
+        )
+
+    def _layouts(
+        self, length: int, prompt: str | None, infill: str | None, source: str | Sequence[str] | None
+    ) -> _Layout:
+        """The templates of a call: one, or one per source of a list (each checked non-empty)."""
+        sources = [source] if source is None or isinstance(source, str) else list(source)
+        if not sources or (len(sources) > 1 and not all(one.strip() for one in sources)):
+            raise ConfigError("a source in the list is empty; allowed: a text or a list of non-empty texts")
+        return _Layout.stack(
+            [self._layout(length, prompt, infill, one) for one in sources], self.tokenizer.pad_token_id
+        )
+
+    def _generate(
+        self,
+        layout: _Layout,
+        num_samples: int,
+        batch_size: int,
+        seed: int,
+        steps: int,
+        progress: bool,
+        run: Callable[[_Layout, list[torch.Generator], Callable[[int], None]], DenoiseResult],
+        extra_nfe: int = 0,
+    ) -> SampleOutput:
+        """``num_samples`` texts per template of ``layout``, decoded by ``run`` (the rows of a batch, their
+        generators, and a progress callback of ``steps`` per batch) in batches of ``batch_size``; each text cut
+        at its end, ``extra_nfe`` network calls made before the loop added to each count."""
+        total = num_samples * layout.ids.shape[0]
         template = torch.arange(total, device=self.device) // num_samples  # the source of each output row
         results: list[DenoiseResult] = []
         starts = range(0, total, batch_size)
         with Progress(disable=not progress) as bar:
-            task = bar.add_task("sampling", total=len(starts) * len(timesteps))
+            task = bar.add_task("sampling", total=len(starts) * steps)
             for start in starts:
                 stop = min(start + batch_size, total)
-                rows = layout.select(template[start:stop])
                 generators = [sample_generator(seed, i, self.device) for i in range(start, stop)]
                 results.append(
-                    denoise(
-                        call_model,
-                        rows.ids,
-                        sampler,
-                        timesteps,
-                        generators,
-                        generated=rows.generated,
-                        noise_mask=rows.noise_mask,
-                        cache=cache,
-                        return_trajectory=return_trajectory,
-                        advance=lambda n: bar.advance(task, n),
-                        self_prompt=self.self_prompt,
-                    )
+                    run(layout.select(template[start:stop]), generators, lambda n: bar.advance(task, n))
                 )
         tokens = torch.cat([r.tokens for r in results])
         rows = layout.select(template)
@@ -320,12 +355,13 @@ class DiffusionPipeline(_Pipeline):
             [row[start:end].tolist() for row, start, end in zip(tokens, starts_at, ends, strict=True)],
             skip_special_tokens=True,
         )
+        trajectories = [r.trajectory for r in results]
         return SampleOutput(
             texts=texts,
             token_ids=tokens.cpu(),
             lengths=[stop - start for start, stop in zip(starts_at, ends, strict=True)],
-            nfe=(torch.cat([r.nfe for r in results]) + int(end == "predicted")).tolist(),
-            trajectories=torch.cat([r.trajectory for r in results]).cpu() if return_trajectory else None,
+            nfe=(torch.cat([r.nfe for r in results]) + extra_nfe).tolist(),
+            trajectories=torch.cat(trajectories).cpu() if trajectories[0] is not None else None,
         )
 
     def _check_guidance(self, guidance: float, source: str | Sequence[str] | None) -> None:
@@ -562,51 +598,26 @@ class EmbeddingDiffusionPipeline(DiffusionPipeline):
             raise invalid_choice("end", str(end), list(ENDS))
         name = self.resolve_sampler(sampler)
         self.objective.reverse_grid(steps)  # a bad step count fails before any work
-        sources = [source] if source is None or isinstance(source, str) else list(source)
-        if not sources or (len(sources) > 1 and not all(one.strip() for one in sources)):
-            raise ConfigError("a source in the list is empty; allowed: a text or a list of non-empty texts")
-        layout = _Layout.stack(
-            [self._layout(length, prompt, infill, one) for one in sources], self.tokenizer.pad_token_id
-        )
-        total = num_samples * len(sources)
-        template = torch.arange(total, device=self.device) // num_samples
-        results: list[DenoiseResult] = []
-        starts = range(0, total, batch_size)
-        with Progress(disable=not progress) as bar:
-            task = bar.add_task("sampling", total=len(starts) * steps)
-            for start in starts:
-                stop = min(start + batch_size, total)
-                rows = layout.select(template[start:stop])
-                results.append(
-                    denoise_embeddings(
-                        self.model,
-                        self.objective,
-                        rows.ids,
-                        rows.generated,
-                        steps,
-                        [sample_generator(seed, i, self.device) for i in range(start, stop)],
-                        attention_mask=(rows.ids != self.tokenizer.pad_token_id).long(),
-                        clamp=name == "clamped",
-                        mask_id=self.tokenizer.mask_token_id,
-                        return_trajectory=return_trajectory,
-                        advance=lambda n: bar.advance(task, n),
-                    )
-                )
-        tokens = torch.cat([r.tokens for r in results])
-        rows = layout.select(template)
-        ends = self._text_ends(tokens, rows)
-        starts_at = rows.text_start.tolist()
-        texts = self.tokenizer.batch_decode(
-            [row[start:end].tolist() for row, start, end in zip(tokens, starts_at, ends, strict=True)],
-            skip_special_tokens=True,
-        )
-        return SampleOutput(
-            texts=texts,
-            token_ids=tokens.cpu(),
-            lengths=[stop - start for start, stop in zip(starts_at, ends, strict=True)],
-            nfe=torch.cat([r.nfe for r in results]).tolist(),
-            trajectories=torch.cat([r.trajectory for r in results]).cpu() if return_trajectory else None,
-        )
+        layout = self._layouts(length, prompt, infill, source)
+
+        def run(
+            rows: _Layout, generators: list[torch.Generator], advance: Callable[[int], None]
+        ) -> DenoiseResult:
+            return denoise_embeddings(
+                self.model,
+                self.objective,
+                rows.ids,
+                rows.generated,
+                steps,
+                generators,
+                attention_mask=(rows.ids != self.tokenizer.pad_token_id).long(),
+                clamp=name == "clamped",
+                mask_id=self.tokenizer.mask_token_id,
+                return_trajectory=return_trajectory,
+                advance=advance,
+            )
+
+        return self._generate(layout, num_samples, batch_size, seed, steps, progress, run)
 
 
 class AutoregressivePipeline(_Pipeline):
