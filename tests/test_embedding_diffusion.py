@@ -33,6 +33,7 @@ from diffusionbert.diffusion.gaussian import (
 from diffusionbert.diffusion.plaid import PlaidObjective
 from diffusionbert.errors import ConfigError
 from diffusionbert.methods import check_config
+from diffusionbert.sampling import load_pipeline
 from diffusionbert.sampling.embedding_loop import denoise_embeddings
 
 STEPS = 64  # fine enough that q(z | w) mixed over words is an accurate importance-sampling proposal
@@ -468,3 +469,39 @@ def test_a_nan_in_a_gaussian_bound_term_is_a_one_line_error_in_training_and_eval
     err = capsys.readouterr().err
     assert "training diverged" in err and "no final/ was written" in err and err.strip().count("\n") == 0
     assert not (tmp_path / "d" / "final").exists()
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_each_gaussian_family_decodes_seq2seq_from_a_source(family, tiny_config, pairs_data, tmp_path):
+    """Trained on (MR, text) pairs, the source stays clean embeddings (never noised, never scored), and
+    `generate` decodes one text per MR after it."""
+    data = tmp_path / "pairs.jsonl"
+    rows = [{"mr": f"name[{name}], food[{food}]", "ref": f"{name} serves {food} food"} for name, food in (
+        ("the mill", "french"), ("blue spice", "english"), ("the eagle", "italian"),
+    )]  # fmt: skip
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows * 4), encoding="utf-8")
+    path, out = tiny_config(
+        diffusion=FAMILIES[family], data=pairs_data(data), training={"max_steps": 2, "save_every": 0}
+    )
+    assert cli("train", "--config", str(path)) == 0
+    pipe = load_pipeline(out)
+    result = pipe(num_samples=2, length=6, steps=4, source=[rows[0]["mr"], rows[1]["mr"]])
+    assert len(result.texts) == 4 and all(n == 4 for n in result.nfe)
+    source_ids = pipe.tokenizer(rows[1]["mr"], add_special_tokens=False)["input_ids"]
+    assert result.token_ids[2, 1 : 1 + len(source_ids)].tolist() == source_ids  # the source is kept as given
+    generated = tmp_path / "generated.jsonl"
+    args = [
+        "--data",
+        str(data),
+        "--source-field",
+        "mr",
+        "--length",
+        "6",
+        "--steps",
+        "4",
+        "--out",
+        str(generated),
+    ]
+    assert cli("generate", "--checkpoint", str(out), *args) == 0
+    records = [json.loads(line) for line in generated.read_text().splitlines()]
+    assert [r["source"] for r in records] == [r["mr"] for r in rows] and all(r["nfe"] == 4 for r in records)
