@@ -161,7 +161,12 @@ def planned_masked(total: Tensor, index: int, num_steps: int, schedule: Unmaskin
     """
     ratio = index / num_steps
     gamma = 1.0 - ratio if schedule == "linear" else math.cos(0.5 * math.pi * ratio)
-    return torch.floor(total.to(torch.float64) * gamma + 1e-9).long()
+    return masked_count(total, gamma)
+
+
+def masked_count(total: Tensor, fraction: float) -> Tensor:
+    """⌊total · fraction⌋ per row [B] (with a 1e-9 guard, so an exact product is not rounded down)."""
+    return torch.floor(total.to(torch.float64) * fraction + 1e-9).long()
 
 
 def _unmasking_schedule(schedule: str) -> UnmaskingSchedule:
@@ -176,6 +181,12 @@ def _choice_temperature(value: float) -> float:
     if not value >= 0:
         raise ConfigError(f"choice_temperature={value!r} is not valid; allowed: choice_temperature >= 0")
     return value
+
+
+def _annealed(choice_temperature: float, inp: StepInput) -> float:
+    """The scale of the choice noise at step ``inp.index``: ``choice_temperature · (1 − (k + 1)/K)``, 0 at
+    the last step (MaskGIT's annealing, also RDM's stochastic routing)."""
+    return choice_temperature * (1.0 - (inp.index + 1) / inp.num_steps)
 
 
 def _ranks(values: Tensor, where: Tensor, descending: bool) -> Tensor:
@@ -449,7 +460,7 @@ class ConfidenceSampler(Sampler):
     def choose(self, inp: StepInput, prediction: Prediction, random: RowRandom) -> tuple[Tensor, Tensor]:
         rows = inp.rows
         values, confidence = self._candidates(inp, prediction, random)
-        noise_scale = self.choice_temperature * (1.0 - (inp.index + 1) / inp.num_steps)
+        noise_scale = _annealed(self.choice_temperature, inp)
         if noise_scale > 0:
             confidence = confidence.to(torch.float64) + noise_scale * random.gumbel(rows)
         left = planned_masked(inp.generated.sum(-1), inp.index + 1, inp.num_steps, self.schedule)
@@ -558,11 +569,10 @@ class RoutingSampler(GibbsSampler):
         self.choice_temperature = _choice_temperature(choice_temperature)
 
     def masked_after(self, inp: StepInput) -> Tensor:
-        fraction = self.process.masked_fraction(inp.s)
-        return torch.floor(inp.generated.sum(-1).to(torch.float64) * fraction + 1e-9).long()
+        return masked_count(inp.generated.sum(-1), self.process.masked_fraction(inp.s))
 
     def routing_scores(self, inp: StepInput, scores: Tensor, random: RowRandom) -> Tensor:
-        noise_scale = self.choice_temperature * (1.0 - (inp.index + 1) / inp.num_steps)
+        noise_scale = _annealed(self.choice_temperature, inp)
         if noise_scale <= 0:
             return scores
         noise = noise_scale * random.gumbel(inp.generated.nonzero()[:, 0])
