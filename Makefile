@@ -6,7 +6,7 @@ PY        := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format bench reproduce reproduce-e2e clean
+.PHONY: demo test lint format bench reproduce reproduce-e2e reproduce-instruct clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ reproduce: $(STAMP)
 # Data-to-text on E2E NLG (docs/results-e2e.md): 7 models of 400 steps and 15 decoders on the 630 test MRs.
 reproduce-e2e: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/diffusionbert reproduce-e2e $(REPRODUCE_ARGS)
+
+# Instruction tuning on Alpaca (docs/results-instruct.md): lm1b adaptation, then Alpaca, for a diffusion and an AR model.
+reproduce-instruct: $(STAMP)
+	HF_HUB_OFFLINE=1 $(VENV)/bin/diffusionbert reproduce-instruct $(REPRODUCE_ARGS)
 
 # pytest exits 5 when a filter selects no test: that is not a failure.
 test: $(STAMP)

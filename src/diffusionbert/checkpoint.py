@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 
 from .config import Config, DiffusionConfig, ModelConfig, config_from_dict
 from .diffusion.self_prompt import SelfPrompt, self_prompt_layout
-from .errors import CheckpointError, first_line
+from .errors import CheckpointError, ConfigError, first_line
 from .methods import Method, get_method
 from .models.loading import load_tokenizer, load_weights
 from .utils.io import (
@@ -59,7 +59,8 @@ def save_model_dir(
     model.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
     data = {
-        "pairs": cfg.data.source_field is not None,
+        "pairs": cfg.data.pairs,
+        "format": cfg.data.format,
         "layout": cfg.data.layout,
         "max_length": cfg.data.max_length,
         "target_window": cfg.data.target_window,
@@ -154,6 +155,11 @@ class LoadedModel:
     """The self-prompt layout its network reads (trained with ``training.self_prompt`` > 0), else None."""
     source_length: int | None = None
     """A pair model's mean source length in training (tokens); None: plain texts or not recorded."""
+    max_length: int | None = None
+    """The longest sequence it was trained on (``data.max_length``); None: not recorded."""
+    chat: bool = False
+    """Trained on chat records (``data.format: chat``): its sources are conversations rendered by its
+    tokenizer's chat template."""
 
     @property
     def method(self) -> Method:
@@ -210,7 +216,35 @@ def load_model_dir(directory: str | Path, device: torch.device | str | None = No
         data.get("source_dropout"),
         self_prompt_layout(tokenizer) if data.get("self_prompt") else None,
         data.get("source_length"),
+        data.get("max_length"),
+        data.get("format") == "chat",
     )
+
+
+def load_initial_model(cfg: Config) -> tuple[Any, Any]:
+    """The network and tokenizer a run starts from when ``model.init_from`` names a trained model directory
+    (the second stage of a recipe). Its weights are all trained by now, so none counts as newly created (no
+    head learning rate); its method and time design must be the run's, as the weights fit no other.
+
+    Raises:
+        CheckpointError: not a trained model directory (see :func:`load_model_dir`).
+        ConfigError: it holds another method's model, or another time design.
+    """
+    directory = cfg.model.init_from
+    assert directory is not None  # the caller checks; narrows the type
+    loaded = load_model_dir(directory)
+    for option, wanted, found in (
+        ("diffusion.objective", cfg.diffusion.objective, loaded.diffusion_cfg.objective),
+        ("model.time_conditioning", cfg.model.time_conditioning, loaded.model_cfg.time_conditioning),
+    ):
+        if wanted != found:
+            raise ConfigError(
+                f"model.init_from={directory} holds a model with {option}={found!r} but this run has "
+                f"{option}={wanted!r}; allowed: the same {option} as the model it starts from"
+            )
+    loaded.model.config.new_parameter_names = []
+    loaded.model.train()
+    return loaded.model, loaded.tokenizer
 
 
 def _check_model_type(directory: Path, objective: str, expected: str) -> None:

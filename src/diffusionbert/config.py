@@ -25,6 +25,9 @@ from .errors import ConfigError, invalid_choice
 INITS = ("pretrained", "scratch")
 LAYOUTS = ("sentence", "packed")
 """Data layouts: one example per row, or examples concatenated and cut into equal chunks (see ``data``)."""
+DATA_FORMATS = ("text", "chat")
+"""What a data file holds: texts (or source/target columns), or chat records rendered into prompt → answer pairs
+(:mod:`diffusionbert.data.chat`)."""
 LR_DECAYS = ("linear", "cosine", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -36,6 +39,9 @@ class ModelConfig:
     backbone: str = "minilm"
     init: str = "pretrained"  # pretrained | scratch
     time_conditioning: str = "none"
+    # a trained model directory (a run's final/) whose weights and tokenizer start this run: the second stage
+    # of a recipe (e.g. instruction tuning after diffusive adaptation); its method must be this run's
+    init_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,13 @@ class DataConfig:
 
     train_file: str | None = None
     valid_file: str | None = None
+    # text: one text per line or record (``field``), or source/target columns (``source_field`` → ``field``);
+    # chat: instruction records (instruction, input, output) or conversations (messages), each answer a target
+    # after its conversation rendered with the chat template (see diffusionbert.data.chat)
+    format: str = "text"
+    # chat: the Jinja chat template stored with the model's tokenizer; None: the tokenizer's own, else the
+    # package's default (role: content lines)
+    chat_template: str | None = None
     field: str | None = "ref"
     source_field: str | None = None
     # pairs only: the target is filled with [SEP] to this many tokens, noised and learned like the rest, so the
@@ -75,6 +88,11 @@ class DataConfig:
     max_train_examples: int | None = None
     max_valid_examples: int | None = 512
     cache_dir: str = ".cache/diffusionbert"
+
+    @property
+    def pairs(self) -> bool:
+        """Whether examples are source/target pairs (a source column, or chat prompts and answers)."""
+        return self.source_field is not None or self.format == "chat"
 
 
 @dataclass(frozen=True)
@@ -174,7 +192,12 @@ def _validate(cfg: Config) -> None:
     _check_finite(cfg)
     m, d, data, t = cfg.model, cfg.diffusion, cfg.data, cfg.training
     _check_choice("model.init", m.init, INITS)
+    if m.init_from is not None and m.init == "scratch":
+        raise ConfigError(
+            "model.init_from starts from trained weights; allowed: model.init=pretrained with it"
+        )
     _check_choice("data.layout", data.layout, LAYOUTS)
+    _check_choice("data.format", data.format, DATA_FORMATS)
     _check_choice("training.lr_decay", t.lr_decay, LR_DECAYS)
     _check_choice("training.precision", t.precision, PRECISIONS)
     for name, value in (
@@ -206,10 +229,20 @@ def _validate(cfg: Config) -> None:
         _check_positive(name, value, allow_zero=True)
     if not 0.0 <= t.source_dropout < 1.0:
         raise ConfigError(f"training.source_dropout={t.source_dropout!r} is not valid; it must be in [0, 1)")
-    if t.source_dropout > 0 and data.source_field is None:
+    if t.source_dropout > 0 and not data.pairs:
         raise ConfigError(
-            "training.source_dropout > 0 needs source/target pairs; allowed: with data.source_field"
+            "training.source_dropout > 0 needs source/target pairs; allowed: with data.source_field or "
+            "data.format=chat"
         )
+    if data.format == "chat" and data.source_field is not None:
+        raise ConfigError(
+            "data.source_field does not apply to data.format=chat (the prompt is the rendered conversation); "
+            "allowed: data.source_field=null"
+        )
+    if data.format == "chat" and data.layout == "packed":
+        raise ConfigError("data.format=chat needs data.layout=sentence (one prompt and answer per row)")
+    if data.chat_template is not None and data.format != "chat":
+        raise ConfigError("data.chat_template applies to data.format=chat only; allowed: data.format=chat")
     if not 0.0 <= t.self_prompt < 1.0:
         raise ConfigError(f"training.self_prompt={t.self_prompt!r} is not valid; it must be in [0, 1)")
     if not 0.0 <= t.ema_decay < 1.0:
@@ -217,8 +250,11 @@ def _validate(cfg: Config) -> None:
     if t.eval_every > 0 and not data.valid_file:
         raise ConfigError("training.eval_every > 0 needs data.valid_file")
     if data.target_window is not None:
-        if data.source_field is None:
-            raise ConfigError("data.target_window needs source/target pairs; allowed: with data.source_field")
+        if not data.pairs:
+            raise ConfigError(
+                "data.target_window needs source/target pairs; allowed: with data.source_field or "
+                "data.format=chat"
+            )
         if not 2 <= data.target_window <= data.max_length - 3:
             raise ConfigError(
                 f"data.target_window={data.target_window} is not valid; allowed: 2 <= target_window <= "

@@ -50,6 +50,12 @@ def decoding_options() -> argparse.ArgumentParser:
         "predicts from the source (a model trained with data.target_window, in that window); default: "
         "predicted where it applies, else generated",
     )
+    parent.add_argument(
+        "--block-length",
+        type=positive_int,
+        help="decode in blocks of this many positions, left to right, each in --steps steps "
+        "(semi-autoregressive, LLaDA); a text stops after the block with its [SEP]",
+    )
     parent.add_argument("--temperature", type=float, default=1.0)
     parent.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0: all)")
     parent.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: all)")

@@ -24,6 +24,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e2e.add_argument("--plan", default="configs/reproduce-e2e.yaml", help="E2E reproduction plan (YAML)")
     e2e.add_argument("--train-only", action="store_true", help="train the models, decode nothing")
     e2e.set_defaults(func=run_e2e)
+    instruct = sub.add_parser(
+        "reproduce-instruct",
+        parents=model_options(),
+        help="adapt, instruction-tune and score a diffusion and an AR model; writes docs/results-instruct.md",
+    )
+    instruct.add_argument(
+        "--plan", default="configs/reproduce-instruct.yaml", help="instruction-tuning plan (YAML)"
+    )
+    instruct.add_argument("--train-only", action="store_true", help="train the models, score nothing")
+    instruct.set_defaults(func=run_instruct)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -37,6 +47,15 @@ def run_e2e(args: argparse.Namespace) -> None:
     from ..apps.reproduce_e2e import reproduce_e2e
 
     page = reproduce_e2e(
+        args.plan, progress=not args.no_progress, train_only=args.train_only, device=args.device
+    )
+    print("trained every model" if page is None else f"wrote {page}")
+
+
+def run_instruct(args: argparse.Namespace) -> None:
+    from ..apps.reproduce_instruct import reproduce_instruct
+
+    page = reproduce_instruct(
         args.plan, progress=not args.no_progress, train_only=args.train_only, device=args.device
     )
     print("trained every model" if page is None else f"wrote {page}")

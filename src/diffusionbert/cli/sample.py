@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> None:
         top_p=args.top_p,
         guidance=args.guidance,
         end=args.end,
+        block_length=args.block_length,
         seed=args.seed,
         batch_size=args.batch_size,
         progress=not args.no_progress,

@@ -20,6 +20,7 @@ from transformers import PreTrainedTokenizerBase
 
 from ..errors import DataError, first_line
 from ..utils.io import atomic_file
+from .chat import load_chat
 from .files import load_texts
 from .tokenize import tokenize_dataset
 
@@ -74,6 +75,7 @@ def cached_token_counts(
     cache_dir: str | os.PathLike[str] = ".cache/diffusionbert",
     *,
     target_field: str | None = None,
+    chat: bool = False,
     datasets_cache_dir: str | os.PathLike[str] | None = None,
 ) -> torch.Tensor:
     """:func:`token_counts` of a local training file, cached on disk as a safetensors file.
@@ -82,7 +84,8 @@ def cached_token_counts(
     ``[CLS]``; for pairs the target and final ``[SEP]``), so they do not depend on ``max_length`` or the
     layout. The cache file ``token_counts-<key>.safetensors`` in ``cache_dir`` is keyed by a sha256 of the
     data file's bytes, the tokenizer's content (vocabulary, normalisation and model, not its path) and the
-    field names. It is written atomically (temporary file, then :func:`os.replace`), so concurrent runs never
+    field names. With ``chat`` the file holds chat records (:func:`~diffusionbert.data.chat.load_chat`) and
+    the answers are counted; the key then includes the tokenizer's chat template. It is written atomically (temporary file, then :func:`os.replace`), so concurrent runs never
     see half a file; an unreadable or inconsistent cache file is logged and recomputed. ``datasets_cache_dir``
     is passed to :func:`load_texts`.
     """
@@ -92,7 +95,14 @@ def cached_token_counts(
     vocab_size = len(tokenizer)
     key = hashlib.sha256(
         json.dumps(
-            [_COUNTS_FORMAT, _file_sha256(Path(name)), _tokenizer_hash(tokenizer), field, target_field]
+            [
+                _COUNTS_FORMAT,
+                _file_sha256(Path(name)),
+                _tokenizer_hash(tokenizer),
+                field,
+                target_field,
+                tokenizer.chat_template if chat else None,
+            ]
         ).encode()
     ).hexdigest()
     cache_file = Path(cache_dir) / f"token_counts-{key[:32]}.safetensors"
@@ -109,7 +119,10 @@ def cached_token_counts(
             )
         except (SafetensorError, OSError, KeyError, ValueError) as exc:
             logger.warning("%s: unreadable token-count cache (%s); recomputing", cache_file, first_line(exc))
-    texts = load_texts(name, field, target_field=target_field, cache_dir=datasets_cache_dir)
+    if chat:
+        texts = load_chat(name, tokenizer, cache_dir=datasets_cache_dir)
+    else:
+        texts = load_texts(name, field, target_field=target_field, cache_dir=datasets_cache_dir)
     counts = token_counts(tokenize_dataset(texts, tokenizer, "sentence", max_length=None).dataset, vocab_size)
     metadata = {"format": _COUNTS_FORMAT, "key": key, "source": name}
     atomic_file(

@@ -70,15 +70,7 @@ def load_texts(
         if isinstance(path, str) and _looks_like_hub_id(name):
             return _load_hub(name, field, target_field, cache_dir)
         raise DataError(f"{name}: file not found")
-    if local.is_dir():
-        raise DataError(f"{name}: is a directory, expected a .txt, .jsonl, .json or .csv file")
-    suffix = local.suffix.lower()
-    if suffix not in _BUILDERS:
-        raise DataError(
-            f"{name}: unknown extension {suffix or '(none)'!r}; expected one of {', '.join(_BUILDERS)}"
-        )
-    has_bom = _check_text_file(local)
-    encoding = "utf-8-sig" if has_bom else "utf-8"
+    suffix, encoding = _checked_file(local, tuple(_BUILDERS))
     kwargs: dict[str, Any] = {}
     if suffix == ".txt":
         if fields:
@@ -113,6 +105,40 @@ def load_texts(
     if suffix != ".csv":
         fields = _select_fields(name, ds.column_names, field, target_field)
     return _finish_columns(name, ds, fields)
+
+
+def load_records(
+    path: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None
+) -> datasets.Dataset:
+    """Read a local ``.jsonl`` / ``.json`` file of records with all their fields (nested ones too), after the
+    same checks as :func:`load_texts` (missing, empty, binary, not UTF-8: a one-line DataError)."""
+    local = Path(path)
+    if not local.exists():
+        raise DataError(f"{local}: file not found")
+    _, encoding = _checked_file(local, (".jsonl", ".json"))
+    try:
+        return datasets.load_dataset(
+            "json",
+            data_files={"train": str(local)},
+            split="train",
+            cache_dir=None if cache_dir is None else os.fspath(cache_dir),
+            encoding=encoding,
+        )
+    except Exception as exc:  # any parser failure becomes a one-line DataError
+        raise DataError(f"{local}: could not be parsed as JSON records: {first_line(exc)}") from exc
+
+
+def _checked_file(local: Path, suffixes: tuple[str, ...]) -> tuple[str, str]:
+    """The extension and text encoding of an existing file, after checking it is a readable text file of one
+    of ``suffixes`` (not a directory, not empty, no NUL byte, valid UTF-8; a BOM is allowed)."""
+    if local.is_dir():
+        raise DataError(f"{local}: is a directory, expected a {', '.join(suffixes)} file")
+    suffix = local.suffix.lower()
+    if suffix not in suffixes:
+        raise DataError(
+            f"{local}: unknown extension {suffix or '(none)'!r}; expected one of {', '.join(suffixes)}"
+        )
+    return suffix, "utf-8-sig" if _check_text_file(local) else "utf-8"
 
 
 def _looks_like_hub_id(name: str) -> bool:

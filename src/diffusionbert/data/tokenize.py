@@ -17,6 +17,8 @@ from ..errors import ConfigError, DataError, invalid_choice
 logger = logging.getLogger(__name__)
 
 _MIN_MAX_LENGTH = 4
+SOURCE_CUTS = ("end", "start")
+"""Which end of a too-long pair source is dropped (see :func:`tokenize_dataset`)."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ def tokenize_dataset(
     max_length: int | None = 128,
     *,
     target_window: int | None = None,
+    source_cut: str = "end",
     batch_size: int = 1000,
     num_proc: int | None = None,
 ) -> TokenizedDataset:
@@ -59,6 +62,8 @@ def tokenize_dataset(
       target is what is generated and scored); only if the target alone does not fit is it cut as well.
       With ``target_window`` W the target takes exactly W positions: cut to W - 1 tokens if longer, then
       filled with ``[SEP]`` (at least one), and the source is cut to what is left of ``max_length``.
+      ``source_cut`` says which tokens of a too-long source go: those at its ``"end"`` (default) or at its
+      ``"start"`` (a chat prompt: the oldest part of the conversation goes, its question stays).
     * ``"packed"`` — every example is encoded ``[CLS] text [SEP]`` without truncation, all ids are
       concatenated in dataset order and cut into chunks of exactly ``max_length``; the incomplete tail (fewer
       than ``max_length`` tokens) is dropped. The concatenation is built in memory (one int32 per token).
@@ -102,6 +107,8 @@ def tokenize_dataset(
         )
     if pairs and layout == "packed":
         raise ConfigError("layout='packed' does not support source/target pairs; use layout='sentence'")
+    if source_cut not in SOURCE_CUTS:
+        raise invalid_choice("source_cut", source_cut, SOURCE_CUTS)
     if target_window is not None and (not pairs or max_length is None or target_window > max_length - 3):
         raise ConfigError(
             f"target_window={target_window} needs source/target pairs and max_length >= target_window + 3"
@@ -126,7 +133,7 @@ def tokenize_dataset(
         fn_kwargs={
             "tokenizer": tokenizer,
             "max_length": None if layout == "packed" else max_length,
-            **({"target_window": target_window} if pairs else {}),
+            **({"target_window": target_window, "source_cut": source_cut} if pairs else {}),
         },
         desc=f"Tokenising ({layout})",
     )
@@ -171,15 +178,17 @@ def _encode_pairs(
     tokenizer: PreTrainedTokenizerBase,
     max_length: int | None,
     target_window: int | None = None,
+    source_cut: str = "end",
 ) -> dict[str, list[Any]]:
-    """Batched map: ``[CLS] source [SEP] target [SEP]``, source truncated first, noise from the target on;
-    with ``target_window`` the target part is cut or filled with ``[SEP]`` to exactly that many tokens.
+    """Batched map: ``[CLS] source [SEP] target [SEP]``, source truncated first (at its ``source_cut`` end),
+    noise from the target on; with ``target_window`` the target part is cut or filled with ``[SEP]`` to
+    exactly that many tokens.
 
     ``n_words`` counts the *target* words only: the source is given, not modelled.
     """
     budget = None if max_length is None else max_length - 3
     target_budget = budget if target_window is None else target_window - 1
-    sources = _encode_plain(tokenizer, batch["source"], budget)
+    sources = _encode_plain(tokenizer, batch["source"], budget if source_cut == "end" else None)
     targets = _encode_plain(tokenizer, batch["target"], target_budget)
     cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
     out: dict[str, list[Any]] = {"input_ids": [], "noise_start": [], "n_words": [], "truncated": []}
@@ -190,7 +199,8 @@ def _encode_pairs(
         ending = [sep_id] * (1 if target_window is None else target_window - len(tgt))
         truncated = budget is not None and (target_cut or len(src) + len(tgt) + len(ending) > budget + 1)
         if budget is not None:
-            src = src[: budget + 1 - len(tgt) - len(ending)]
+            keep = budget + 1 - len(tgt) - len(ending)
+            src = src[:keep] if source_cut == "end" else src[max(len(src) - keep, 0) :]
         out["input_ids"].append([cls_id, *src, sep_id, *tgt, *ending])
         out["noise_start"].append(len(src) + 2)
         out["n_words"].append(_scored_words(tokenizer, text, target_budget if target_cut else None))

@@ -69,6 +69,7 @@ def generate_file(
     top_p: float = 1.0,
     guidance: float = 0.0,
     end: str | None = None,
+    block_length: int | None = None,
     seed: int = 0,
     batch_size: int = 32,
     device: str | torch.device | None = None,
@@ -84,7 +85,8 @@ def generate_file(
     ``guidance`` is classifier-free guidance (a model trained with ``training.source_dropout`` > 0).
     ``end="predicted"`` decodes each text in the length the model predicts from its source (a model trained
     with ``data.target_window``; see :mod:`~diffusionbert.diffusion.length`), ``"generated"`` ends it at
-    its first generated [SEP]; the default is the predicted end wherever it applies.
+    its first generated [SEP]; the default is the predicted end wherever it applies. ``block_length``
+    decodes each text in semi-autoregressive blocks (:mod:`~diffusionbert.sampling.blocks`).
     """
     _check_request(samples_per_source, mbr, e2e, reference_field, max_sources)
     loaded = load_model_dir(checkpoint, device=default_device(device))
@@ -110,6 +112,7 @@ def generate_file(
         top_p=top_p,
         guidance=guidance,
         end=end,
+        block_length=block_length,
         seed=seed,
         batch_size=batch_size,
         progress=progress,

@@ -21,6 +21,7 @@ from transformers import PreTrainedTokenizerBase
 
 from ..checkpoint import LoadedModel, load_model_dir
 from ..data import load_texts, make_dataloader, tokenize_dataset
+from ..data.chat import load_chat
 from ..errors import CheckpointError, ConfigError
 from ..methods import LEFT_TO_RIGHT, METHODS, get_method, objective_from_config
 from ..sampling import SampleOutput, pipeline_for
@@ -127,10 +128,13 @@ def text_batches(
     batch_size: int,
     what: str,
     target_window: int | None = None,
+    source_cut: str = "end",
 ) -> tuple[list[dict[str, Tensor]], int]:
-    """Sentence-layout batches of ``texts`` (or source/target pairs, their targets in a ``target_window``)
-    and how many were truncated (warned about on stderr)."""
-    tokenized = tokenize_dataset(texts, tokenizer, "sentence", max_length, target_window=target_window)
+    """Sentence-layout batches of ``texts`` (or source/target pairs, their targets in a ``target_window``,
+    a too-long source cut at its ``source_cut`` end) and how many were truncated (warned about on stderr)."""
+    tokenized = tokenize_dataset(
+        texts, tokenizer, "sentence", max_length, target_window=target_window, source_cut=source_cut
+    )
     if tokenized.num_truncated:
         print(
             f"warning: {tokenized.num_truncated} of {len(texts)} {what} were longer than the model's "
@@ -168,6 +172,8 @@ def evaluate_file(
 
     A model trained on pairs is scored on pairs: ``source_field`` names the sources' column and ``field`` the
     targets'; the bound is then that of each target given its source (its target window as in training).
+    A chat model (``data.format: chat``) reads ``data`` as chat records: the bound is that of each answer
+    given its rendered conversation (:func:`~diffusionbert.data.chat.load_chat`), and no field is named.
 
     ``sampler`` defaults to the model's own (``ancestral`` for diffusion models, ``autoregressive``, left to
     right, for AR ones); ``temperature``, ``top_k`` and ``top_p`` reshape every draw (the paper samples with
@@ -180,7 +186,16 @@ def evaluate_file(
     pipe = pipeline_for(loaded) if sampling else None
     if pipe is not None:
         sampler = pipe.resolve_sampler(sampler)  # a wrong sampler fails before any work
-    if loaded.trained_on_pairs is not None and bool(source_field) != loaded.trained_on_pairs:
+    if loaded.chat and (source_field or field):
+        raise ConfigError(
+            f"{checkpoint} is a chat model: it reads chat records (instruction/output or messages); "
+            "allowed: no --source-field or --field"
+        )
+    if (
+        not loaded.chat
+        and loaded.trained_on_pairs is not None
+        and bool(source_field) != loaded.trained_on_pairs
+    ):
         trained = "source/target pairs" if loaded.trained_on_pairs else "plain texts"
         raise ConfigError(
             f"{checkpoint} was trained on {trained}; allowed: "
@@ -190,7 +205,12 @@ def evaluate_file(
                 else "no source column"
             )
         )
-    texts = load_texts(data, source_field, target_field=field) if source_field else load_texts(data, field)
+    if loaded.chat:
+        texts = load_chat(data, loaded.tokenizer)
+    elif source_field:
+        texts = load_texts(data, source_field, target_field=field)
+    else:
+        texts = load_texts(data, field)
     if max_examples is not None:
         texts = texts.select(range(min(max_examples, len(texts))))
     bound, n_truncated = None, 0
@@ -205,6 +225,7 @@ def evaluate_file(
             batch_size,
             "examples",
             loaded.target_window,
+            "start" if loaded.chat else "end",
         )
         bound = nll_bound(
             loaded.model,

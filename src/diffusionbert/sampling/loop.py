@@ -43,6 +43,7 @@ def denoise(
     return_trajectory: bool = False,
     advance: Callable[[int], None] | None = None,
     self_prompt: SelfPrompt | None = None,
+    on_step: Callable[[Tensor], None] | None = None,
 ) -> DenoiseResult:
     """Walk ``timesteps`` from x (``generated`` [B, L] positions set to [MASK]) to clean tokens.
 
@@ -59,7 +60,8 @@ def denoise(
     the stepping loop's, so the samples are identical; only the network calls are batched better. A row
     stops once nothing in it is masked (samplers leave such a state unchanged). ``noise_mask`` (default
     ``generated``) is the sentence's noisable positions as in training; ``advance(n)`` reports n more steps
-    done by the slowest row.
+    done by the slowest row; ``on_step(x)`` sees the state [B, L] after every iteration (a live display; it
+    must not change it).
 
     With ``self_prompt`` (a self-prompting network; ``cache`` must be off, as the prompt changes the input
     while x_t stays) each call reads the prompt of the row's previous estimate of x_0: x_t where revealed,
@@ -126,6 +128,8 @@ def denoise(
             for b, (start, stop) in enumerate(zip(started, clock, strict=True)):
                 trajectory[b, start + 1 : stop] = before[b]  # steps jumped over: unchanged
                 trajectory[b, stop] = x[b]
+        if on_step is not None:
+            on_step(x)
         slowest = min(c for c, a in zip(clock, active.tolist(), strict=True) if a)
         if advance is not None and slowest > reported:
             advance(slowest - reported)

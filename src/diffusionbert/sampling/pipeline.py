@@ -34,7 +34,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from rich.progress import Progress
@@ -42,6 +42,7 @@ from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
 from ..checkpoint import LoadedModel, load_model_dir
+from ..data.chat import Message, require_chat_template
 from ..diffusion.corruption import mask_sources
 from ..diffusion.length import length_cdf, median_length
 from ..diffusion.objectives import Objective
@@ -49,6 +50,8 @@ from ..diffusion.self_prompt import SelfPrompt
 from ..errors import CheckpointError, ConfigError, invalid_choice
 from ..methods import DENOISE, GAUSSIAN, LEFT_TO_RIGHT, objective_from_config
 from ..models import CausalLMForComparison, DiffusionBertForMaskedLM
+from .blocks import block_index, denoise_blocks
+from .chat import DEFAULT_ANSWER_LENGTH, ChatReply, fit_conversation, forming_answer
 from .draws import check_sample_request, sample_generator
 from .embedding_loop import denoise_embeddings
 from .left_to_right import LeftToRightDecoder, generate_left_to_right
@@ -116,9 +119,76 @@ _P = TypeVar("_P", bound="_Pipeline")
 
 
 class _Pipeline(ABC):
-    """What every pipeline shares: loading from a model directory into the class its method samples with."""
+    """What every pipeline shares: loading from a model directory into the class its method samples with,
+    and answering a conversation."""
 
     default_sampler: str
+    streams_steps: ClassVar[bool] = True
+    """Whether a call can show its states as they form (``on_step``); left-to-right decoding cannot."""
+    tokenizer: PreTrainedTokenizerBase
+    model: DiffusionBertForMaskedLM | CausalLMForComparison
+    target_window: int | None
+    context_length: int | None
+
+    @abstractmethod
+    def __call__(
+        self, num_samples: int, length: int, steps: int, sampler: str | None = None, **options: Any
+    ) -> SampleOutput:
+        """Generate ``num_samples`` texts (see :meth:`DiffusionPipeline.__call__` for the options)."""
+
+    def chat(
+        self,
+        messages: Sequence[Message],
+        *,
+        length: int | None = None,
+        steps: int = 64,
+        sampler: str | None = None,
+        block_length: int | None = None,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        on_answer: Callable[[str], None] | None = None,
+    ) -> ChatReply:
+        """Answer a conversation (``[{"role": "user", "content": "..."}]``, the last message the user's) with
+        a model trained with ``data.format: chat`` (:mod:`~diffusionbert.sampling.chat`).
+
+        The answer window is ``length`` positions (default: the model's target window, in which it predicts
+        where its answer ends); ``steps``, ``sampler``, ``block_length`` (semi-autoregressive blocks) and the
+        sharpening options are those of a call. ``on_answer(text)`` sees the answer as it forms after every
+        step, [MASK] shown as ``░`` (a left-to-right model: once, at the end), and then its final text.
+
+        Raises:
+            ConfigError: no chat template, the newest message does not fit, or a bad option.
+            DataError: a malformed or empty message.
+        """
+        require_chat_template(self.tokenizer)
+        length = length or self.target_window or DEFAULT_ANSWER_LENGTH
+        context = self.context_length or self.model.max_input_length
+        if length < 1 or context - length - 2 < 1:
+            raise ConfigError(
+                f"length={length} is not valid; allowed: 1 <= length <= {context - 3} (the model reads "
+                f"{context} positions, the prompt needs some)"
+            )
+        prompt, dropped = fit_conversation(self.tokenizer, messages, context - length - 2)
+        options: dict[str, Any] = {"block_length": block_length} if block_length is not None else {}
+        if on_answer is not None and self.streams_steps:
+            options["on_step"] = lambda x: on_answer(forming_answer(self.tokenizer, x[0, -length:].tolist()))
+        out = self(
+            1,
+            length,
+            steps,
+            sampler,
+            source=prompt,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            seed=seed,
+            **options,
+        )
+        if on_answer is not None:
+            on_answer(out.texts[0])
+        return ChatReply(out.texts[0], out.nfe[0], dropped)
 
     @classmethod
     def from_pretrained(cls: type[_P], directory: str | Path, device: torch.device | str | None = None) -> _P:
@@ -159,6 +229,7 @@ class DiffusionPipeline(_Pipeline):
         self_prompt: SelfPrompt | None = None,
         source_length: int | None = None,
         target_window: int | None = None,
+        context_length: int | None = None,
     ) -> None:
         """``use_cache=False`` turns off logits reuse for time-agnostic models (a reference for benchmarks).
 
@@ -169,7 +240,8 @@ class DiffusionPipeline(_Pipeline):
         A pair model trained with source dropout generates without a source (unconditional, prompt, infill)
         after a hidden source of ``source_length`` [MASK]s (its mean source length in training), the input
         source dropout trained it on; without source dropout it needs a source. ``target_window`` (a pair
-        model's ``data.target_window``) lets a call predict where each text ends (``end="predicted"``)."""
+        model's ``data.target_window``) lets a call predict where each text ends (``end="predicted"``).
+        ``context_length`` (its ``data.max_length``) bounds what :meth:`chat` reads."""
         if objective.mask_id != tokenizer.mask_token_id:
             raise ConfigError(
                 f"objective mask_id={objective.mask_id} differs from the tokenizer's mask_token_id="
@@ -189,6 +261,7 @@ class DiffusionPipeline(_Pipeline):
         self.self_prompt = self_prompt
         self.source_length = source_length
         self.target_window = target_window
+        self.context_length = context_length
 
     @classmethod
     def _from_loaded(cls, loaded: LoadedModel, device: torch.device | str | None) -> DiffusionPipeline:
@@ -206,6 +279,7 @@ class DiffusionPipeline(_Pipeline):
             self_prompt=loaded.self_prompt,
             source_length=loaded.source_length,
             target_window=loaded.target_window,
+            context_length=loaded.max_length,
         )
 
     @property
@@ -233,6 +307,8 @@ class DiffusionPipeline(_Pipeline):
         progress: bool = False,
         guidance: float = 0.0,
         end: str | None = None,
+        block_length: int | None = None,
+        on_step: Callable[[Tensor], None] | None = None,
     ) -> SampleOutput:
         """Generate ``num_samples`` texts of ``length`` generated positions in ``steps`` steps.
 
@@ -246,6 +322,11 @@ class DiffusionPipeline(_Pipeline):
         [SEP]; with ``"generated"`` a generated [SEP] ends the text. The default (None) is ``"predicted"``
         wherever it applies (a model trained with a target window, decoded in that window, no infill, not
         self-prompting), else ``"generated"``.
+
+        With ``block_length`` B the generated positions are decoded semi-autoregressively (LLaDA): in blocks
+        of B, left to right, each block in ``steps`` steps (:mod:`~diffusionbert.sampling.blocks`); with
+        ``end="generated"`` a text stops after the block where it generated its [SEP]. ``on_step(x)`` sees
+        the states [b, S] of the batch being decoded after every step (a live display).
         """
         check_sample_request(num_samples, batch_size, seed)
         end = self._resolve_end(end, length, infill)
@@ -282,21 +363,34 @@ class DiffusionPipeline(_Pipeline):
             first_time = sampler.time_input(timesteps[0][0])
             layout = self._predicted_ends(layout, predict, first_time, batch_size)
 
+        num_blocks = 1
+        if block_length is not None:
+            num_blocks = int(block_index(layout.generated, block_length).max()) + 1
+        end_id = tok.sep_token_id if end == "generated" else None
+
         def run(
             rows: _Layout, generators: list[torch.Generator], advance: Callable[[int], None]
         ) -> DenoiseResult:
-            return denoise(
+            common = {
+                "generated": rows.generated,
+                "noise_mask": rows.noise_mask,
+                "cache": cache,
+                "return_trajectory": return_trajectory,
+                "advance": advance,
+                "self_prompt": self.self_prompt,
+                "on_step": on_step,
+            }
+            if block_length is None:
+                return denoise(call_model, rows.ids, sampler, timesteps, generators, **common)
+            return denoise_blocks(
                 call_model,
                 rows.ids,
                 sampler,
                 timesteps,
                 generators,
-                generated=rows.generated,
-                noise_mask=rows.noise_mask,
-                cache=cache,
-                return_trajectory=return_trajectory,
-                advance=advance,
-                self_prompt=self.self_prompt,
+                block_length=block_length,
+                end_id=end_id,
+                **common,
             )
 
         return self._generate(
@@ -304,7 +398,7 @@ class DiffusionPipeline(_Pipeline):
             num_samples,
             batch_size,
             seed,
-            len(timesteps),
+            num_blocks * len(timesteps),
             progress,
             run,
             extra_nfe=int(end == "predicted"),
@@ -579,6 +673,8 @@ class EmbeddingDiffusionPipeline(DiffusionPipeline):
         progress: bool = False,
         guidance: float = 0.0,
         end: str | None = None,
+        block_length: int | None = None,
+        on_step: Callable[[Tensor], None] | None = None,
     ) -> SampleOutput:
         """Generate ``num_samples`` texts (per source with a list of sources) of ``length`` generated
         positions in ``steps`` reverse steps; the arguments mean what they mean for :class:`DiffusionPipeline`."""
@@ -587,6 +683,8 @@ class EmbeddingDiffusionPipeline(DiffusionPipeline):
             ("temperature/top_k/top_p", (temperature, top_k, top_p) != (1.0, 0, 1.0)),
             ("guidance", bool(guidance)),
             ("end='predicted'", end == "predicted"),
+            ("block_length", block_length is not None),
+            ("on_step", on_step is not None),
         )
         given = [name for name, value in unsupported if value]
         if given:
@@ -631,6 +729,7 @@ class AutoregressivePipeline(_Pipeline):
     """
 
     default_sampler = "autoregressive"
+    streams_steps = False
 
     def __init__(
         self,
@@ -638,13 +737,18 @@ class AutoregressivePipeline(_Pipeline):
         tokenizer: PreTrainedTokenizerBase,
         device: torch.device | str | None = None,
         trained_on_pairs: bool | None = None,
+        target_window: int | None = None,
+        context_length: int | None = None,
     ) -> None:
         """``trained_on_pairs`` (from the model directory) makes a ``source`` for a model trained on plain
-        texts an error; None (not recorded) allows it."""
+        texts an error; None (not recorded) allows it. ``target_window`` and ``context_length`` (its
+        ``data.target_window`` and ``data.max_length``) size what :meth:`chat` reads and writes."""
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.trained_on_pairs = trained_on_pairs
+        self.target_window = target_window
+        self.context_length = context_length
 
     def resolve_sampler(self, sampler: str | None) -> str:
         """The decoder a call with ``sampler`` uses (default ``autoregressive``); another name is an error."""
@@ -654,7 +758,14 @@ class AutoregressivePipeline(_Pipeline):
 
     @classmethod
     def _from_loaded(cls, loaded: LoadedModel, device: torch.device | str | None) -> AutoregressivePipeline:
-        return cls(loaded.model, loaded.tokenizer, device, trained_on_pairs=loaded.trained_on_pairs)
+        return cls(
+            loaded.model,
+            loaded.tokenizer,
+            device,
+            trained_on_pairs=loaded.trained_on_pairs,
+            target_window=loaded.target_window,
+            context_length=loaded.max_length,
+        )
 
     def __call__(
         self,
@@ -675,11 +786,14 @@ class AutoregressivePipeline(_Pipeline):
         progress: bool = False,
         guidance: float = 0.0,
         end: str | None = None,
+        block_length: int | None = None,
+        on_step: Callable[[Tensor], None] | None = None,
     ) -> SampleOutput:
         """Generate ``num_samples`` texts of at most ``length`` tokens (per source with ``source``); a text
         ends at its first generated [SEP] (``end`` None or ``"generated"``)."""
         conditioning = (("prompt", prompt), ("infill", infill), ("guidance", guidance))
-        conditioning += (("end='predicted'", end == "predicted"),)
+        conditioning += (("end='predicted'", end == "predicted"), ("block_length", block_length is not None))
+        conditioning += (("on_step", on_step is not None),)
         given = [name for name, value in conditioning if value]
         given += ["return_trajectory"] if return_trajectory else []
         if given:

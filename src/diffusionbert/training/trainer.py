@@ -26,7 +26,7 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..checkpoint import list_checkpoints, save_model_dir, save_training_checkpoint
+from ..checkpoint import list_checkpoints, load_initial_model, save_model_dir, save_training_checkpoint
 from ..config import Config, save_config
 from ..data import (
     ResumableDataLoader,
@@ -36,6 +36,7 @@ from ..data import (
     make_dataloader,
     tokenize_dataset,
 )
+from ..data.chat import chat_template_of, load_chat
 from ..diffusion.corruption import mask_sources
 from ..diffusion.objectives import Objective
 from ..diffusion.self_prompt import self_prompt_layout
@@ -127,15 +128,23 @@ class EMA:
 def _load_split(
     path: str, cfg: Config, tokenizer: PreTrainedTokenizerBase, limit: int | None
 ) -> TokenizedDataset:
-    """Read and tokenise one split; with ``data.source_field`` the examples are (source, target) pairs."""
-    if cfg.data.source_field:
+    """Read and tokenise one split; with ``data.source_field`` the examples are (source, target) pairs, with
+    ``data.format: chat`` (rendered prompt, answer) pairs whose prompt loses its oldest tokens when too long."""
+    if cfg.data.format == "chat":
+        texts = load_chat(path, tokenizer, cfg.data.cache_dir)
+    elif cfg.data.source_field:
         texts = load_texts(path, cfg.data.source_field, target_field=cfg.data.field)
     else:
         texts = load_texts(path, cfg.data.field)
     if limit is not None and limit < len(texts):
         texts = texts.select(range(limit))
     return tokenize_dataset(
-        texts, tokenizer, cfg.data.layout, cfg.data.max_length, target_window=cfg.data.target_window
+        texts,
+        tokenizer,
+        cfg.data.layout,
+        cfg.data.max_length,
+        target_window=cfg.data.target_window,
+        source_cut="start" if cfg.data.format == "chat" else "end",
     )
 
 
@@ -244,12 +253,19 @@ class Trainer:
         return outcome[0]
 
     def _model(self) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-        """The network and its tokenizer: from the checkpoint when resuming, else built as the config says."""
-        if self.resume_from is None:
-            return build_model(self.cfg)
-        directory = self.resume_from / "model"
-        model_class = get_method(self.cfg.diffusion.objective).model
-        return load_weights(model_class, directory, dtype=torch.float32), load_tokenizer(directory)
+        """The network and its tokenizer: from the checkpoint when resuming, else from ``model.init_from`` or
+        built as the config says; a chat run's tokenizer gets its chat template here (saved with it)."""
+        if self.resume_from is not None:
+            directory = self.resume_from / "model"
+            model_class = get_method(self.cfg.diffusion.objective).model
+            return load_weights(model_class, directory, dtype=torch.float32), load_tokenizer(directory)
+        if self.cfg.model.init_from:
+            model, tokenizer = load_initial_model(self.cfg)
+        else:
+            model, tokenizer = build_model(self.cfg)
+        if self.cfg.data.format == "chat":
+            tokenizer.chat_template = chat_template_of(tokenizer, self.cfg.data.chat_template)
+        return model, tokenizer
 
     def _data(self) -> tuple[ResumableDataLoader, list[dict[str, torch.Tensor]] | None]:
         """The shuffled, resumable training loader and the validation batches (file order) if any."""
@@ -263,7 +279,7 @@ class Trainer:
             )
         # a pair row's source is noise_start - 2 tokens long ([CLS] source [SEP]): recorded with the model,
         # so that one trained with source dropout can generate without a source from that many [MASK]s
-        starts = train.dataset["noise_start"] if cfg.data.source_field else []
+        starts = train.dataset["noise_start"] if cfg.data.pairs else []
         self.source_length = round(sum(starts) / len(starts)) - 2 if len(starts) else None
         train_loader = make_dataloader(
             train.dataset,
@@ -299,6 +315,7 @@ class Trainer:
             data.source_field or data.field,
             data.cache_dir,
             target_field=data.field if data.source_field else None,
+            chat=data.format == "chat",
         )
 
     def _optimisation(

@@ -1,0 +1,157 @@
+"""``diffusionbert chat``: a terminal conversation with a chat model, each answer shown while it is denoised.
+
+Lines typed at ``you>`` are the user's messages; ``/reset`` forgets the conversation, ``/quit`` (or end of
+input, Ctrl-D) ends it. The answer forms in place on a terminal (masked positions as ``░``); on a pipe only
+the final answer is printed. Ctrl-C during an answer stops it: the partial answer and its question are
+discarded and the conversation goes on. A bad line (not UTF-8, empty, too long for the model's window) is
+reported and skipped; a model that cannot chat (no chat template) is an error before the first prompt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import TYPE_CHECKING, BinaryIO
+
+from .common import model_options, positive_int
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ..sampling import Pipeline
+
+COMMANDS = {"/reset": "forget the conversation", "/quit": "end the chat"}
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "chat", parents=model_options(), help="talk with a model trained with data.format=chat"
+    )
+    p.add_argument("--checkpoint", required=True, help="model directory (a run's final/ or a checkpoint)")
+    p.add_argument(
+        "--sampler", help="the model's own by default; confidence is LLaDA's low-confidence remasking"
+    )
+    p.add_argument("--steps", type=positive_int, default=64, help="denoising steps per block")
+    p.add_argument(
+        "--block-length",
+        type=positive_int,
+        help="decode the answer in blocks of this many positions, left to right (semi-autoregressive)",
+    )
+    p.add_argument(
+        "--length", type=positive_int, help="answer window (default: the model's data.target_window, else 64)"
+    )
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0: all)")
+    p.add_argument("--seed", type=int, default=0, help="answer n of the conversation uses seed + n")
+    p.add_argument("--system", help="a system message that opens every conversation")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from rich.console import Console
+
+    from ..checkpoint import load_model_dir
+    from ..data.chat import require_chat_template
+    from ..sampling import pipeline_for
+    from ..utils.runtime import default_device
+
+    loaded = load_model_dir(args.checkpoint, device=default_device(args.device))
+    require_chat_template(loaded.tokenizer)
+    pipe = pipeline_for(loaded)
+    sampler = pipe.resolve_sampler(args.sampler)
+    console = Console(highlight=False)
+    console.print(
+        f"[bold]diffusionbert chat[/] with {loaded.directory} ({loaded.method.name}, {sampler}, "
+        f"{args.steps} steps{f', blocks of {args.block_length}' if args.block_length else ''}). "
+        + ", ".join(f"{name} {what}" for name, what in COMMANDS.items())
+        + ", Ctrl-C stops an answer."
+    )
+    Conversation(pipe, args, console).loop(sys.stdin.buffer)
+
+
+class Conversation:
+    """The messages so far and the loop that reads the user's lines and shows the model's answers."""
+
+    def __init__(self, pipe: Pipeline, args: argparse.Namespace, console: Console) -> None:
+        self.pipe = pipe
+        self.args = args
+        self.console = console
+        self.messages: list[dict[str, str]] = []
+        self.turn = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Start over: no messages but the system one."""
+        self.messages = [{"role": "system", "content": self.args.system}] if self.args.system else []
+
+    def loop(self, stdin: BinaryIO) -> None:
+        """Read lines until /quit or the end of input."""
+        while True:
+            self.console.print("[bold green]you>[/] ", end="")
+            try:
+                raw = stdin.readline()
+            except KeyboardInterrupt:
+                self.console.print()
+                continue
+            if not raw:  # end of input
+                self.console.print()
+                return
+            try:
+                line = raw.decode("utf-8").strip()
+            except UnicodeDecodeError as exc:
+                self.console.print(
+                    f"[red]error:[/] the line is not UTF-8 (byte 0x{raw[exc.start]:02x} at {exc.start}); "
+                    "it was ignored"
+                )
+                continue
+            if line == "/quit":
+                return
+            if line == "/reset":
+                self.reset()
+                self.console.print("[dim](conversation reset)[/]")
+                continue
+            if not line:
+                self.console.print("[red]error:[/] the message is empty; type some text, or /quit")
+                continue
+            self.answer(line)
+
+    def answer(self, line: str) -> None:
+        """Answer one message live; on success both join the conversation, on Ctrl-C or an error neither."""
+        from rich.live import Live
+        from rich.text import Text
+
+        from ..errors import DiffusionBertError
+
+        args = self.args
+        asked = [*self.messages, {"role": "user", "content": line}]
+        started = time.perf_counter()
+        try:
+            with Live(Text("bot> "), console=self.console, auto_refresh=False) as live:
+
+                def show(text: str) -> None:
+                    live.update(Text.assemble(("bot> ", "bold blue"), text), refresh=True)
+
+                reply = self.pipe.chat(
+                    asked,
+                    length=args.length,
+                    steps=args.steps,
+                    sampler=args.sampler,
+                    block_length=args.block_length,
+                    temperature=args.temperature,
+                    top_k=args.top_k,
+                    seed=args.seed + self.turn,
+                    on_answer=show,
+                )
+        except KeyboardInterrupt:
+            self.console.print("[yellow](interrupted: the answer was discarded)[/]")
+            return
+        except DiffusionBertError as exc:
+            self.console.print(f"[red]error:[/] {exc}")
+            return
+        seconds = time.perf_counter() - started
+        dropped = f", the oldest {reply.dropped} messages left out" if reply.dropped else ""
+        self.console.print(f"[dim](NFE {reply.nfe}, {seconds:.1f} s{dropped})[/]")
+        answered = [{"role": "assistant", "content": reply.text}] if reply.text.strip() else []
+        self.messages = [*asked, *answered]
+        self.turn += 1
