@@ -124,7 +124,8 @@ class _Pipeline(ABC):
 
     default_sampler: str
     streams_steps: ClassVar[bool] = True
-    """Whether a call can show its states as they form (``on_step``); left-to-right decoding cannot."""
+    """Whether a call can show its states as they form (``on_step``): the masked families can; left-to-right
+    decoding and the Gaussian reverse process (whose states are vectors, not tokens) cannot."""
     tokenizer: PreTrainedTokenizerBase
     model: DiffusionBertForMaskedLM | CausalLMForComparison
     target_window: int | None
@@ -640,6 +641,7 @@ class EmbeddingDiffusionPipeline(DiffusionPipeline):
     """
 
     samplers = ("clamped", "ancestral")
+    streams_steps = False
 
     @property
     def default_sampler(self) -> str:
