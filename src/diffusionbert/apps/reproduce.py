@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import yaml
@@ -96,10 +97,36 @@ class Plan:
     title: str = "Small-scale reproduction of DiffusionBERT's Table 2"
 
     def row(self, name: str) -> Row:
-        for row in self.rows:
-            if row.name == name:
-                return row
-        raise ConfigError(f"row {name!r} is not in the plan; rows: {', '.join(r.name for r in self.rows)}")
+        return named(self.rows, name, "row")
+
+
+_Named = TypeVar("_Named")
+
+
+def named(items: Sequence[_Named], name: str, kind: str) -> _Named:
+    """The item of a plan's list called ``name`` (its ``name`` field), or a one-line error listing them."""
+    for item in items:
+        if item.name == name:
+            return item
+    listed = ", ".join(item.name for item in items)
+    raise ConfigError(f"{kind} {name!r} is not in the plan; {kind}s: {listed}")
+
+
+def check_unique(path: Path, kind: str, names: Sequence[str]) -> None:
+    """A plan's ``kind`` names must be present and unique."""
+    if not names or len(set(names)) != len(names):
+        raise ConfigError(f"reproduction plan {path}: {kind} names must be present and unique: {list(names)}")
+
+
+def read_plan(path: str | Path) -> dict[str, Any]:
+    """The YAML mapping of a plan file (a one-line error when it is missing or not a mapping)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"reproduction plan {path} not found")
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(raw, dict):
+        raise ConfigError(f"reproduction plan {path} must be a YAML mapping")
+    return raw
 
 
 def build_dataclass(cls: type, raw: Any, where: str) -> Any:
@@ -116,11 +143,7 @@ def build_dataclass(cls: type, raw: Any, where: str) -> Any:
 def load_plan(path: str | Path) -> Plan:
     """Read and check a reproduction plan: unique row names, and every referenced row exists."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"reproduction plan {path} not found")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    if not isinstance(raw, dict):
-        raise ConfigError(f"reproduction plan {path} must be a YAML mapping")
+    raw = read_plan(path)
     rows = []
     for i, item in enumerate(raw.pop("rows", None) or []):
         paper = item.pop("paper", None) if isinstance(item, dict) else None

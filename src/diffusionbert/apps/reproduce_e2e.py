@@ -20,8 +20,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..config import Config, load_config
 from ..errors import ConfigError, invalid_choice
 from ..evaluation.conditional import ConditionalScores
@@ -35,7 +33,10 @@ from .reproduce import (
     DISCUSSION_END,
     DISCUSSION_START,
     build_dataclass,
+    check_unique,
+    named,
     preserved_discussion,
+    read_plan,
     stored_record,
     train_named,
     write_json,
@@ -112,30 +113,16 @@ class Plan:
     diverse_baseline: str
 
     def model(self, name: str) -> Model:
-        for model in self.models:
-            if model.name == name:
-                return model
-        raise ConfigError(
-            f"model {name!r} is not in the plan; models: {', '.join(m.name for m in self.models)}"
-        )
+        return named(self.models, name, "model")
 
     def decoder(self, name: str) -> Decoder:
-        for decoder in self.decoders:
-            if decoder.name == name:
-                return decoder
-        raise ConfigError(
-            f"decoder {name!r} is not in the plan; decoders: {', '.join(d.name for d in self.decoders)}"
-        )
+        return named(self.decoders, name, "decoder")
 
 
 def load_plan(path: str | Path) -> Plan:
     """Read and check a plan: unique names, every decoder's model exists, the diversity pair has samples."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"reproduction plan {path} not found")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    if not isinstance(raw, dict):
-        raise ConfigError(f"reproduction plan {path} must be a YAML mapping")
+    raw = read_plan(path)
     parts: dict[str, Any] = {
         "models": tuple(
             build_dataclass(Model, m, f"models[{i}]") for i, m in enumerate(raw.pop("models", []))
@@ -149,12 +136,8 @@ def load_plan(path: str | Path) -> Plan:
         "protocol": build_dataclass(Protocol, raw.pop("protocol", None), "protocol"),
     }
     plan: Plan = build_dataclass(Plan, {**raw, **parts}, str(path))
-    for kind, names in (
-        ("model", [m.name for m in plan.models]),
-        ("decoder", [d.name for d in plan.decoders]),
-    ):
-        if not names or len(set(names)) != len(names):
-            raise ConfigError(f"reproduction plan {path}: {kind} names must be present and unique: {names}")
+    check_unique(path, "model", [m.name for m in plan.models])
+    check_unique(path, "decoder", [d.name for d in plan.decoders])
     for decoder in plan.decoders:
         plan.model(decoder.model)
         if decoder.end not in ENDS:

@@ -21,8 +21,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..checkpoint import load_model_dir
 from ..config import Config, load_config
 from ..data.chat import load_chat
@@ -38,8 +36,11 @@ from .reproduce import (
     DISCUSSION_END,
     DISCUSSION_START,
     build_dataclass,
+    check_unique,
+    named,
     paired_gap,
     preserved_discussion,
+    read_plan,
     stored_record,
     train_named,
     write_json,
@@ -108,22 +109,13 @@ class Plan:
     baseline: str
 
     def model(self, name: str) -> Model:
-        for model in self.models:
-            if model.name == name:
-                return model
-        raise ConfigError(
-            f"model {name!r} is not in the plan; models: {', '.join(m.name for m in self.models)}"
-        )
+        return named(self.models, name, "model")
 
 
 def load_plan(path: str | Path) -> Plan:
     """Read and check a plan: unique names, every decoder's model exists, a known end."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"reproduction plan {path} not found")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    if not isinstance(raw, dict):
-        raise ConfigError(f"reproduction plan {path} must be a YAML mapping")
+    raw = read_plan(path)
     parts: dict[str, Any] = {
         "stage1": build_dataclass(Stage, raw.pop("stage1", None), "stage1"),
         "stage2": build_dataclass(Stage, raw.pop("stage2", None), "stage2"),
@@ -136,12 +128,8 @@ def load_plan(path: str | Path) -> Plan:
         ),
     }
     plan: Plan = build_dataclass(Plan, {**raw, **parts}, str(path))
-    for kind, names in (
-        ("model", [m.name for m in plan.models]),
-        ("decoder", [d.name for d in plan.decoders]),
-    ):
-        if not names or len(set(names)) != len(names):
-            raise ConfigError(f"reproduction plan {path}: {kind} names must be present and unique: {names}")
+    check_unique(path, "model", [m.name for m in plan.models])
+    check_unique(path, "decoder", [d.name for d in plan.decoders])
     for decoder in plan.decoders:
         plan.model(decoder.model)
         if decoder.end is not None and decoder.end not in ENDS:

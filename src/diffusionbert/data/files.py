@@ -86,17 +86,7 @@ def load_texts(
             "na_filter": False,
             "features": datasets.Features({f: datasets.Value("string") for f in fields}),
         }
-    try:
-        ds = datasets.load_dataset(
-            _BUILDERS[suffix],
-            data_files={"train": str(local)},
-            split="train",
-            cache_dir=None if cache_dir is None else os.fspath(cache_dir),
-            encoding=encoding,
-            **kwargs,
-        )
-    except Exception as exc:  # any parser failure becomes a one-line DataError
-        raise DataError(f"{name}: could not be parsed as {suffix}: {first_line(exc)}") from exc
+    ds = _parse(local, suffix, encoding, cache_dir, **kwargs)
     if suffix == ".txt":
         ds = ds.filter(_nonblank_rows, batched=True, fn_kwargs={"columns": ["text"]})
         if len(ds) == 0:
@@ -115,17 +105,26 @@ def load_records(
     local = Path(path)
     if not local.exists():
         raise DataError(f"{local}: file not found")
-    _, encoding = _checked_file(local, (".jsonl", ".json"))
+    suffix, encoding = _checked_file(local, (".jsonl", ".json"))
+    return _parse(local, suffix, encoding, cache_dir)
+
+
+def _parse(
+    local: Path, suffix: str, encoding: str, cache_dir: str | os.PathLike[str] | None, **options: Any
+) -> datasets.Dataset:
+    """A checked local file read by the ``datasets`` builder of its extension (``options`` are the
+    builder's); any parser failure is a one-line DataError."""
     try:
         return datasets.load_dataset(
-            "json",
+            _BUILDERS[suffix],
             data_files={"train": str(local)},
             split="train",
             cache_dir=None if cache_dir is None else os.fspath(cache_dir),
             encoding=encoding,
+            **options,
         )
     except Exception as exc:  # any parser failure becomes a one-line DataError
-        raise DataError(f"{local}: could not be parsed as JSON records: {first_line(exc)}") from exc
+        raise DataError(f"{local}: could not be parsed as {suffix}: {first_line(exc)}") from exc
 
 
 def _checked_file(local: Path, suffixes: tuple[str, ...]) -> tuple[str, str]:
