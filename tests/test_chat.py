@@ -373,7 +373,7 @@ def test_a_model_without_a_chat_template_cannot_chat(tmp_path, make_tiny_config,
     assert "has no chat template" in capsys.readouterr().err
 
 
-def test_the_ar_baseline_chats_too(tmp_path, chat_backbone, chat_data) -> None:
+def test_the_ar_baseline_chats_too(tmp_path, chat_backbone, chat_data, capsys) -> None:
     _train(
         _chat_config(
             tmp_path,
@@ -387,6 +387,14 @@ def test_the_ar_baseline_chats_too(tmp_path, chat_backbone, chat_data) -> None:
     seen: list[str] = []
     reply = pipe.chat([{"role": "user", "content": "describe the cat"}], on_answer=seen.append)
     assert seen == [reply.text] and reply.nfe <= 16
+    with pytest.raises(ConfigError, match="block_length does not apply to AutoregressivePipeline"):
+        pipe.chat([{"role": "user", "content": "describe the cat"}], block_length=4)
+    capsys.readouterr()
+    final = str(tmp_path / "run" / "final")
+    assert main(["chat", "--checkpoint", final, "--block-length", "4"]) == 2  # before any prompt
+    assert "block_length does not apply" in capsys.readouterr().err
+    assert main(["chat", "--checkpoint", final, "--length", "500"]) == 2
+    assert "length=500 is not valid" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------- the terminal conversation

@@ -52,13 +52,12 @@ def run(args: argparse.Namespace) -> None:
     from rich.console import Console
 
     from ..checkpoint import load_model_dir
-    from ..data.chat import require_chat_template
     from ..sampling import pipeline_for
     from ..utils.runtime import default_device
 
     loaded = load_model_dir(args.checkpoint, device=default_device(args.device))
-    require_chat_template(loaded.tokenizer)
     pipe = pipeline_for(loaded)
+    pipe.chat_window(args.length, args.block_length)  # bad options fail before the first prompt
     sampler = pipe.resolve_sampler(args.sampler)
     console = Console(highlight=False)
     console.print(

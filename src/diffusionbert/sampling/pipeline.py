@@ -126,6 +126,8 @@ class _Pipeline(ABC):
     streams_steps: ClassVar[bool] = True
     """Whether a call can show its states as they form (``on_step``): the masked families can; left-to-right
     decoding and the Gaussian reverse process (whose states are vectors, not tokens) cannot."""
+    decodes_in_blocks: ClassVar[bool] = True
+    """Whether a call takes ``block_length`` (semi-autoregressive blocks of the masked denoising loop)."""
     tokenizer: PreTrainedTokenizerBase
     model: DiffusionBertForMaskedLM | CausalLMForComparison
     target_window: int | None
@@ -136,6 +138,24 @@ class _Pipeline(ABC):
         self, num_samples: int, length: int, steps: int, sampler: str | None = None, **options: Any
     ) -> SampleOutput:
         """Generate ``num_samples`` texts (see :meth:`DiffusionPipeline.__call__` for the options)."""
+
+    def chat_window(self, length: int | None, block_length: int | None = None) -> tuple[int, int]:
+        """The answer window of a chat (``length``, default: the model's target window, else
+        :data:`~diffusionbert.sampling.chat.DEFAULT_ANSWER_LENGTH`) and the prompt tokens the model's
+        context leaves; checked, with blocks, before any conversation (a one-line ConfigError)."""
+        require_chat_template(self.tokenizer)
+        if block_length is not None and not self.decodes_in_blocks:
+            raise ConfigError(
+                f"block_length does not apply to {type(self).__name__}; allowed: a masked diffusion model"
+            )
+        length = length or self.target_window or DEFAULT_ANSWER_LENGTH
+        context = self.context_length or self.model.max_input_length
+        if length < 1 or context - length - 2 < 1:
+            raise ConfigError(
+                f"length={length} is not valid; allowed: 1 <= length <= {context - 3} (the model reads "
+                f"{context} positions, the prompt needs some)"
+            )
+        return length, context - length - 2
 
     def chat(
         self,
@@ -163,15 +183,8 @@ class _Pipeline(ABC):
             ConfigError: no chat template, the newest message does not fit, or a bad option.
             DataError: a malformed or empty message.
         """
-        require_chat_template(self.tokenizer)
-        length = length or self.target_window or DEFAULT_ANSWER_LENGTH
-        context = self.context_length or self.model.max_input_length
-        if length < 1 or context - length - 2 < 1:
-            raise ConfigError(
-                f"length={length} is not valid; allowed: 1 <= length <= {context - 3} (the model reads "
-                f"{context} positions, the prompt needs some)"
-            )
-        prompt, dropped = fit_conversation(self.tokenizer, messages, context - length - 2)
+        length, budget = self.chat_window(length, block_length)
+        prompt, dropped = fit_conversation(self.tokenizer, messages, budget)
         options: dict[str, Any] = {"block_length": block_length} if block_length is not None else {}
         if on_answer is not None and self.streams_steps:
             options["on_step"] = lambda x: on_answer(forming_answer(self.tokenizer, x[0, -length:].tolist()))
@@ -642,6 +655,7 @@ class EmbeddingDiffusionPipeline(DiffusionPipeline):
 
     samplers = ("clamped", "ancestral")
     streams_steps = False
+    decodes_in_blocks = False
 
     @property
     def default_sampler(self) -> str:
@@ -732,6 +746,7 @@ class AutoregressivePipeline(_Pipeline):
 
     default_sampler = "autoregressive"
     streams_steps = False
+    decodes_in_blocks = False
 
     def __init__(
         self,
