@@ -26,7 +26,7 @@ bench: $(STAMP)
 	test -f runs/demo/final/diffusion.json || $(MAKE) demo
 	HF_HUB_OFFLINE=1 $(VENV)/bin/diffusionbert bench $(BENCH_ARGS)
 
-# Table 2 at small scale (docs/results.md); about 1 h 30 min on 2 CPU cores, re-running reuses finished rows.
+# Table 2 at small scale (docs/results.md); about 2 h 30 min on 2 CPU cores (14 rows), re-running reuses finished rows.
 REPRODUCE_ARGS ?=
 reproduce: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/diffusionbert reproduce $(REPRODUCE_ARGS)
