@@ -40,6 +40,9 @@ def tiny_plan(tiny_config, tmp_path) -> Path:
     stage2 = tmp_path / "chat.yaml"
     stage2.write_text(yaml.safe_dump(chat))
     plan = yaml.safe_load(PLAN.read_text())
+    # a model instruction-tuned straight from the backbone, beside the plan's two-stage ones
+    plan["models"].append({**plan["models"][0], "name": "direct", "label": "no stage 1", "adapted": False})
+    plan["decoders"].append({**plan["decoders"][0], "name": "direct-decoder", "model": "direct"})
     short = ["training.max_steps=2", "training.save_every=0", "training.eval_every=0"]
     plan |= {
         "output_dir": str(tmp_path / "models"),
