@@ -190,6 +190,11 @@ def test_chat_records_become_prompt_answer_pairs(chat_data, chat_tokenizer) -> N
 
 
 def test_bad_chat_files_are_one_line_errors(tmp_path, chat_tokenizer) -> None:
+    unanswered = tmp_path / "unanswered.jsonl"
+    unanswered.write_text(
+        '{"instruction": "describe", "output": "x"}\n{"instruction": "describe", "output": ""}\n'
+    )
+    assert load_chat(unanswered, chat_tokenizer)["target"] == ["x"]  # an empty output is dropped
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"instruction": "describe", "output": "x"}\n{"instruction": "describe"}\n')
     with pytest.raises(DataError, match="record 2: expected an instruction record"):

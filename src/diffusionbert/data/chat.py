@@ -14,7 +14,7 @@ filler that the model learns to place (LLaDA pads its SFT answers with EOS the s
 
 Records of a ``.jsonl`` / ``.json`` file (``data.format: chat``) are either instructions in the Alpaca layout
 (``instruction``, optional ``input``, ``output``: one user message, the instruction and its input separated
-by a blank line, then the answer) or conversations (``messages``: one example per assistant message, with the
+by a blank line, then the answer; a record with an empty output is dropped with a warning) or conversations (``messages``: one example per assistant message, with the
 messages before it as its history).
 
 :data:`DEFAULT_CHAT_TEMPLATE` writes one ``role: content`` line per message and ends the prompt with
@@ -24,6 +24,7 @@ vocabulary and a pre-trained backbone's embeddings stay as they are.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -33,6 +34,8 @@ from transformers import PreTrainedTokenizerBase
 
 from ..errors import ConfigError, DataError, first_line
 from .files import load_records
+
+logger = logging.getLogger(__name__)
 
 ROLES = ("system", "user", "assistant")
 DEFAULT_CHAT_TEMPLATE = (
@@ -131,6 +134,8 @@ def record_conversations(record: Mapping[str, Any], where: str) -> list[tuple[li
             f"{where}: expected an instruction record (instruction, output, optional input) or messages; "
             f"found fields {', '.join(k for k, v in record.items() if v is not None)}"
         )
+    if not output.strip():  # nothing to learn (Alpaca has such records): dropped, as blank lines are
+        return []
     messages = instruction_messages(instruction, record.get("input"), output)
     messages = check_messages(messages, last="assistant", where=where)
     return [(messages[:-1], messages[-1]["content"])]
@@ -167,6 +172,9 @@ def load_chat(
     )
     if len(pairs) == 0:
         raise DataError(f"{path}: no examples (no assistant answer in any record)")
+    unanswered = sum(not str(output).strip() for output in records["output"]) if "output" in known else 0
+    if unanswered:
+        logger.warning("%s: dropped %d instruction records with an empty output", path, unanswered)
     return pairs
 
 
