@@ -96,6 +96,8 @@ class Conversation:
             if not raw:  # end of input
                 self.console.print()
                 return
+            if not self.console.is_terminal:  # a transcript: the line is not echoed by a terminal
+                self.console.print(raw.decode("utf-8", errors="replace").rstrip("\n"), markup=False)
             try:
                 line = raw.decode("utf-8").strip()
             except UnicodeDecodeError as exc:
@@ -125,12 +127,13 @@ class Conversation:
         args = self.args
         asked = [*self.messages, {"role": "user", "content": line}]
         started = time.perf_counter()
+
+        def labelled(text: str) -> Text:
+            return Text.assemble(("bot> ", "bold blue"), text)
+
         try:
-            with Live(Text("bot> "), console=self.console, auto_refresh=False) as live:
-
-                def show(text: str) -> None:
-                    live.update(Text.assemble(("bot> ", "bold blue"), text), refresh=True)
-
+            # on a terminal the answer forms in place; on a pipe only the final answer is written
+            with Live(labelled(""), console=self.console, auto_refresh=False, transient=True) as live:
                 reply = self.pipe.chat(
                     asked,
                     length=args.length,
@@ -140,8 +143,11 @@ class Conversation:
                     temperature=args.temperature,
                     top_k=args.top_k,
                     seed=args.seed + self.turn,
-                    on_answer=show,
+                    on_answer=(lambda text: live.update(labelled(text), refresh=True))
+                    if self.console.is_terminal
+                    else None,
                 )
+            self.console.print(labelled(reply.text))
         except KeyboardInterrupt:
             self.console.print("[yellow](interrupted: the answer was discarded)[/]")
             return
