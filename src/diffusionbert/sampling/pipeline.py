@@ -123,11 +123,10 @@ class _Pipeline(ABC):
     and answering a conversation."""
 
     default_sampler: str
-    streams_steps: ClassVar[bool] = True
-    """Whether a call can show its states as they form (``on_step``): the masked families can; left-to-right
-    decoding and the Gaussian reverse process (whose states are vectors, not tokens) cannot."""
-    decodes_in_blocks: ClassVar[bool] = True
-    """Whether a call takes ``block_length`` (semi-autoregressive blocks of the masked denoising loop)."""
+    masked_loop: ClassVar[bool] = True
+    """Whether a call runs the masked denoising loop, so it can decode in blocks (``block_length``) and show
+    its token states as they form (``on_step``); left-to-right decoding and the Gaussian reverse process
+    (whose states are vectors) cannot."""
     tokenizer: PreTrainedTokenizerBase
     model: DiffusionBertForMaskedLM | CausalLMForComparison
     target_window: int | None
@@ -144,7 +143,7 @@ class _Pipeline(ABC):
         :data:`~diffusionbert.sampling.chat.DEFAULT_ANSWER_LENGTH`) and the prompt tokens the model's
         context leaves; checked, with blocks, before any conversation (a one-line ConfigError)."""
         require_chat_template(self.tokenizer)
-        if block_length is not None and not self.decodes_in_blocks:
+        if block_length is not None and not self.masked_loop:
             raise ConfigError(
                 f"block_length does not apply to {type(self).__name__}; allowed: a masked diffusion model"
             )
@@ -186,7 +185,7 @@ class _Pipeline(ABC):
         length, budget = self.chat_window(length, block_length)
         prompt, dropped = fit_conversation(self.tokenizer, messages, budget)
         options: dict[str, Any] = {"block_length": block_length} if block_length is not None else {}
-        if on_answer is not None and self.streams_steps:
+        if on_answer is not None and self.masked_loop:
             options["on_step"] = lambda x: on_answer(forming_answer(self.tokenizer, x[0, -length:].tolist()))
         out = self(
             1,
@@ -654,8 +653,7 @@ class EmbeddingDiffusionPipeline(DiffusionPipeline):
     """
 
     samplers = ("clamped", "ancestral")
-    streams_steps = False
-    decodes_in_blocks = False
+    masked_loop = False
 
     @property
     def default_sampler(self) -> str:
@@ -745,8 +743,7 @@ class AutoregressivePipeline(_Pipeline):
     """
 
     default_sampler = "autoregressive"
-    streams_steps = False
-    decodes_in_blocks = False
+    masked_loop = False
 
     def __init__(
         self,
