@@ -426,6 +426,12 @@ def preserved_discussion(path: Path) -> str:
     return text[start + len(DISCUSSION_START) : end].strip("\n") + "\n"
 
 
+def discussion_section(path: Path) -> list[str]:
+    """The lines of a results page's discussion: its heading and the hand-written text of the page at
+    ``path`` between the markers, kept across regenerations."""
+    return ["## Discussion", "", DISCUSSION_START, preserved_discussion(path).rstrip("\n"), DISCUSSION_END]
+
+
 DISCUSSION_START = "<!-- discussion: hand-written, kept when make reproduce regenerates this page -->"
 DISCUSSION_END = "<!-- end of discussion -->"
 
@@ -508,11 +514,7 @@ def results_page(
         "",
         "![convergence](convergence.png)",
         "",
-        "## Discussion",
-        "",
-        DISCUSSION_START,
-        preserved_discussion(Path(plan.results)).rstrip("\n"),
-        DISCUSSION_END,
+        *discussion_section(Path(plan.results)),
         "",
         "## Samples (first three of each row)",
         "",

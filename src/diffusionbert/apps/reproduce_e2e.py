@@ -30,12 +30,10 @@ from ..sampling.pipeline import ENDS
 from ..utils.io import atomic_file
 from ..utils.runtime import machine_description
 from .reproduce import (
-    DISCUSSION_END,
-    DISCUSSION_START,
     build_dataclass,
     check_unique,
+    discussion_section,
     named,
-    preserved_discussion,
     read_plan,
     stored_record,
     train_named,
@@ -303,11 +301,7 @@ def results_page(plan: Plan, results: dict[str, DecoderResult], machine: str, pl
     lines += ["", "## The paper's claim, checked on our numbers", "", *claim_lines(plan, results)]
     lines += [
         "",
-        "## Discussion",
-        "",
-        DISCUSSION_START,
-        preserved_discussion(Path(plan.results)).rstrip("\n"),
-        DISCUSSION_END,
+        *discussion_section(Path(plan.results)),
         "",
         "## Examples (the first test MRs)",
         "",

@@ -33,13 +33,11 @@ from ..sampling.pipeline import ENDS
 from ..utils.io import atomic_file
 from ..utils.runtime import default_device, machine_description
 from .reproduce import (
-    DISCUSSION_END,
-    DISCUSSION_START,
     build_dataclass,
     check_unique,
+    discussion_section,
     named,
     paired_gap,
-    preserved_discussion,
     read_plan,
     stored_record,
     train_named,
@@ -388,11 +386,7 @@ def results_page(
     ]
     lines += [
         "",
-        "## Discussion",
-        "",
-        DISCUSSION_START,
-        preserved_discussion(Path(plan.results)).rstrip("\n"),
-        DISCUSSION_END,
+        *discussion_section(Path(plan.results)),
         "",
         "## The same recipe on a larger BERT and a GPU",
         "",
