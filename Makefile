@@ -6,7 +6,7 @@ PY        := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format bench reproduce reproduce-e2e reproduce-instruct clean
+.PHONY: demo test browser lint format bench reproduce reproduce-e2e reproduce-instruct page-images clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,8 +40,18 @@ reproduce-instruct: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/diffusionbert reproduce-instruct $(REPRODUCE_ARGS)
 
 # pytest exits 5 when a filter selects no test: that is not a failure.
-test: $(STAMP)
+test: $(STAMP) browser
 	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+# Debian's Chromium for the live page's browser tests (tests/test_serve.py), installed once when missing.
+browser:
+	@bash tools/install_browser.sh
+
+# The README's screenshot and screen recording of `diffusionbert serve` (docs/img/), from the demo model.
+PAGE_ARGS ?=
+page-images: $(STAMP) browser
+	test -f runs/demo/final/diffusion.json || $(MAKE) demo
+	HF_HUB_OFFLINE=1 $(PY) tools/record_page.py --checkpoint runs/demo/final --out docs/img $(PAGE_ARGS)
 
 # ruff, the import floors of pyproject.toml ([tool.importlinter]) and no method name tested outside methods.py.
 lint: $(STAMP)

@@ -12,6 +12,7 @@ import torch
 import yaml
 from transformers import BertConfig, BertForMaskedLM, BertModel
 
+from diffusionbert.cli.main import main
 from diffusionbert.testing import build_tiny_tokenizer, tiny_model
 
 # Tests use tiny models, which run fastest (and least disturbed by other work) on one thread.
@@ -162,3 +163,86 @@ def pairs_data():
         return {**pairs, "max_length": 32, **more}
 
     return section
+
+
+# ------------------------------------------------------------------ chat models (test_chat, test_serve)
+
+CHAT_WORDS = [*WORDS, "user", "assistant", "system", ":", "describe", "where", "is", "be", "brief"]
+NOUNS = ["cat", "dog", "mat", "house"]
+
+
+def chat_record(rng: random.Random) -> dict[str, str]:
+    """An instruction record of the tiny grammar: describe a noun, the answer starts with it."""
+    noun = f"the {rng.choice(['big', 'small', 'red'])} {rng.choice(NOUNS)}"
+    verb = rng.choice(["sat on", "ran to"])
+    answer = f"{noun} {verb} the {rng.choice(NOUNS)}" + (" and the dog ran" if rng.random() < 0.5 else "")
+    record = {"instruction": f"describe {noun}", "output": answer}
+    if rng.random() < 0.3:
+        record["input"] = "be brief"
+    return record
+
+
+@pytest.fixture(scope="session")
+def chat_backbone(tmp_path_factory) -> Path:
+    """A tiny backbone whose vocabulary has the default template's role words."""
+    path = tmp_path_factory.mktemp("chat-backbone")
+    tokenizer = build_tiny_tokenizer(CHAT_WORDS)
+    tiny_model("none", tokenizer=tokenizer).backbone.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def chat_data(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("chat-data") / "train.jsonl"
+    rng = random.Random(0)
+    records = [chat_record(rng) for _ in range(48)]
+    records.append(
+        {
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": "describe the cat"},
+                {"role": "assistant", "content": "the cat sat on the mat"},
+                {"role": "user", "content": "where is the dog"},
+                {"role": "assistant", "content": "the dog ran to the house"},
+            ]
+        }
+    )
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def chat_config(directory: Path, backbone: Path, data: Path, **sections: dict) -> Path:
+    """A tiny MDLM chat run config in ``directory`` (its output ``directory/run``); ``**sections`` patch it."""
+    cfg = {
+        "model": {"backbone": str(backbone)},
+        "diffusion": {"objective": "mdlm", "schedule": "loglinear"},
+        "data": {"train_file": str(data), "format": "chat", "max_length": 40, "target_window": 16},
+        "training": {
+            "output_dir": str(directory / "run"),
+            "batch_size": 8,
+            "max_steps": 30,
+            "warmup_steps": 2,
+            "save_every": 0,
+            "lr": 3e-3,
+            "head_lr": 3e-3,
+        },
+    }
+    for section, values in sections.items():
+        cfg.setdefault(section, {}).update(values)
+    path = directory / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return path
+
+
+def train_run(config: Path) -> None:
+    """Train a run config through the CLI."""
+    assert main(["train", "--config", str(config), "--no-progress"]) == 0
+
+
+@pytest.fixture(scope="session")
+def chat_model(tmp_path_factory, chat_backbone, chat_data) -> Path:
+    """A tiny MDLM chat model with a 16-token answer window."""
+    base = tmp_path_factory.mktemp("chat-run")
+    train_run(chat_config(base, chat_backbone, chat_data))
+    return base / "run" / "final"

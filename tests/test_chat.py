@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
-from conftest import WORDS
+from conftest import CHAT_WORDS, chat_config, train_run
 from diffusionbert.checkpoint import load_model_dir
 from diffusionbert.cli.main import main
 from diffusionbert.config import load_config
@@ -31,85 +29,7 @@ from diffusionbert.evaluation import evaluate_file
 from diffusionbert.models.loading import load_tokenizer
 from diffusionbert.sampling import load_pipeline
 from diffusionbert.sampling.chat import BLANK, fit_conversation, forming_answer
-from diffusionbert.testing import build_tiny_tokenizer, tiny_model
-
-CHAT_WORDS = [*WORDS, "user", "assistant", "system", ":", "describe", "where", "is", "be", "brief"]
-NOUNS = ["cat", "dog", "mat", "house"]
-
-
-def _record(rng: random.Random) -> dict[str, str]:
-    """An instruction record of the tiny grammar: describe a noun, the answer starts with it."""
-    noun = f"the {rng.choice(['big', 'small', 'red'])} {rng.choice(NOUNS)}"
-    verb = rng.choice(["sat on", "ran to"])
-    answer = f"{noun} {verb} the {rng.choice(NOUNS)}" + (" and the dog ran" if rng.random() < 0.5 else "")
-    record = {"instruction": f"describe {noun}", "output": answer}
-    if rng.random() < 0.3:
-        record["input"] = "be brief"
-    return record
-
-
-@pytest.fixture(scope="module")
-def chat_backbone(tmp_path_factory) -> Path:
-    """A tiny backbone whose vocabulary has the default template's role words."""
-    path = tmp_path_factory.mktemp("chat-backbone")
-    tokenizer = build_tiny_tokenizer(CHAT_WORDS)
-    tiny_model("none", tokenizer=tokenizer).backbone.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def chat_data(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("chat-data") / "train.jsonl"
-    rng = random.Random(0)
-    records = [_record(rng) for _ in range(48)]
-    records.append(
-        {
-            "messages": [
-                {"role": "system", "content": "be brief"},
-                {"role": "user", "content": "describe the cat"},
-                {"role": "assistant", "content": "the cat sat on the mat"},
-                {"role": "user", "content": "where is the dog"},
-                {"role": "assistant", "content": "the dog ran to the house"},
-            ]
-        }
-    )
-    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    return path
-
-
-def _chat_config(directory: Path, backbone: Path, data: Path, **sections: dict) -> Path:
-    cfg = {
-        "model": {"backbone": str(backbone)},
-        "diffusion": {"objective": "mdlm", "schedule": "loglinear"},
-        "data": {"train_file": str(data), "format": "chat", "max_length": 40, "target_window": 16},
-        "training": {
-            "output_dir": str(directory / "run"),
-            "batch_size": 8,
-            "max_steps": 30,
-            "warmup_steps": 2,
-            "save_every": 0,
-            "lr": 3e-3,
-            "head_lr": 3e-3,
-        },
-    }
-    for section, values in sections.items():
-        cfg.setdefault(section, {}).update(values)
-    path = directory / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    return path
-
-
-def _train(config: Path) -> None:
-    assert main(["train", "--config", str(config), "--no-progress"]) == 0
-
-
-@pytest.fixture(scope="module")
-def chat_model(tmp_path_factory, chat_backbone, chat_data) -> Path:
-    """A tiny MDLM chat model with a 16-token answer window."""
-    base = tmp_path_factory.mktemp("chat-run")
-    _train(_chat_config(base, chat_backbone, chat_data))
-    return base / "run" / "final"
+from diffusionbert.testing import build_tiny_tokenizer
 
 
 @pytest.fixture()
@@ -272,14 +192,14 @@ def test_the_bound_scores_the_answer_windows_only(chat_model, chat_data) -> None
 def test_a_second_stage_starts_from_the_first_stages_weights(
     tmp_path, chat_model, chat_backbone, chat_data
 ) -> None:
-    config = _chat_config(
+    config = chat_config(
         tmp_path,
         chat_backbone,
         chat_data,
         model={"init_from": str(chat_model)},
         training={"max_steps": 1, "lr": 1e-12, "head_lr": 1e-12, "warmup_steps": 0},
     )
-    _train(config)
+    train_run(config)
     first = load_model_dir(chat_model).model.state_dict()
     second = load_model_dir(tmp_path / "run" / "final").model.state_dict()
     assert first.keys() == second.keys()
@@ -299,7 +219,7 @@ def _config_error(directory: Path, backbone: Path, data: Path, init: Path, **sec
     from diffusionbert.training import Trainer
 
     directory.mkdir()
-    path = _chat_config(directory, backbone, data, model={"init_from": str(init)}, **sections)
+    path = chat_config(directory, backbone, data, model={"init_from": str(init)}, **sections)
     Trainer(load_config(path), progress=False).close()
 
 
@@ -370,7 +290,7 @@ def test_pipe_chat_answers_in_the_window_and_streams_the_forming_answer(chat_mod
 
 def test_a_model_without_a_chat_template_cannot_chat(tmp_path, make_tiny_config, capsys) -> None:
     config, out = make_tiny_config(tmp_path, training={"max_steps": 1, "save_every": 0})
-    _train(config)
+    train_run(config)
     with pytest.raises(ConfigError, match="has no chat template"):
         load_pipeline(out / "final").chat([{"role": "user", "content": "hi"}])
     capsys.readouterr()
@@ -379,8 +299,8 @@ def test_a_model_without_a_chat_template_cannot_chat(tmp_path, make_tiny_config,
 
 
 def test_the_ar_baseline_chats_too(tmp_path, chat_backbone, chat_data, capsys) -> None:
-    _train(
-        _chat_config(
+    train_run(
+        chat_config(
             tmp_path,
             chat_backbone,
             chat_data,

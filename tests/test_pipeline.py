@@ -231,6 +231,18 @@ def test_bad_source_lists_are_one_line_errors(pipe: DiffusionPipeline):
     one_line_error(ConfigError, "more than the model's", lambda: pipe(1, 4, 2, source=long_source))
 
 
+def test_a_text_beyond_the_models_window_is_a_one_line_error_before_any_call(
+    pipe: DiffusionPipeline, monkeypatch
+):
+    window = pipe.model.max_input_length
+    monkeypatch.setattr(pipe.model, "forward", None)  # a network call would fail otherwise
+    one_line_error(ConfigError, f"length <= {window - 1}", lambda: pipe(1, window, 2))
+    template = " ".join(["[MASK]"] * window)
+    one_line_error(
+        ConfigError, f"a template of at most {window - 1} tokens", lambda: pipe(1, 4, 2, infill=template)
+    )
+
+
 def test_guided_logits_sharpen_towards_the_source_and_keep_forbidden_tokens():
     conditional = torch.tensor([[0.0, 1.0, float("-inf")]])
     unconditional = torch.tensor([[1.0, 0.0, float("-inf")]])

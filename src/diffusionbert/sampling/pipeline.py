@@ -54,11 +54,14 @@ from .blocks import block_index, denoise_blocks
 from .chat import DEFAULT_ANSWER_LENGTH, ChatReply, fit_conversation, forming_answer
 from .draws import check_sample_request, sample_generator
 from .embedding_loop import denoise_embeddings
-from .left_to_right import LeftToRightDecoder, generate_left_to_right
+from .left_to_right import LEFT_TO_RIGHT_DECODERS, LeftToRightDecoder, generate_left_to_right
 from .loop import Denoiser, DenoiseResult, denoise
 from .output import SampleOutput
-from .samplers import Sampler, build_sampler
+from .samplers import SAMPLERS, Sampler, build_sampler
 
+MODES = ("unconditional", "prompt", "infill", "source", "chat")
+"""What a model can generate from: nothing, a prompt it continues, an infill template, a seq2seq source, or a
+conversation (:meth:`_Pipeline.modes` says which a model offers)."""
 ENDS = ("generated", "predicted")
 """Where a generated text ends: at its first generated [SEP], or at the length the model predicts for it
 (:mod:`~diffusionbert.diffusion.length`)."""
@@ -127,10 +130,29 @@ class _Pipeline(ABC):
     """Whether a call runs the masked denoising loop, so it can decode in blocks (``block_length``) and show
     its token states as they form (``on_step``); left-to-right decoding and the Gaussian reverse process
     (whose states are vectors) cannot."""
+    sharpens: ClassVar[bool] = True
+    """Whether ``temperature``, ``top_k`` and ``top_p`` apply to its samplers."""
     tokenizer: PreTrainedTokenizerBase
     model: DiffusionBertForMaskedLM | CausalLMForComparison
+    trained_on_pairs: bool | None
     target_window: int | None
     context_length: int | None
+
+    @abstractmethod
+    def sampler_names(self) -> tuple[str, ...]:
+        """The samplers a call on this model accepts by name (its default first)."""
+
+    @abstractmethod
+    def _modes_without_source(self) -> tuple[str, ...]:
+        """What a call can generate from without a source (of ``unconditional``, ``prompt``, ``infill``)."""
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        """What this model generates from, of :data:`MODES`: its calls without a source, then ``source`` for
+        a model trained on pairs, or ``chat`` (:meth:`chat`) for one trained on chat records."""
+        chat = getattr(self.tokenizer, "chat_template", None) is not None
+        paired = () if self.trained_on_pairs is False else ("chat" if chat else "source",)
+        return (*self._modes_without_source(), *paired)
 
     @abstractmethod
     def __call__(
@@ -155,6 +177,16 @@ class _Pipeline(ABC):
                 f"{context} positions, the prompt needs some)"
             )
         return length, context - length - 2
+
+    def chat_prompt(
+        self, messages: Sequence[Message], length: int | None = None, block_length: int | None = None
+    ) -> tuple[str, int, int]:
+        """What :meth:`chat` decodes for ``messages``: the rendered prompt (the call's ``source``), the answer
+        window (:meth:`chat_window`) and how many of the oldest messages were dropped to fit; checked like
+        :meth:`chat`, so a caller that runs the call itself (a live page) answers exactly as :meth:`chat`."""
+        length, budget = self.chat_window(length, block_length)
+        prompt, dropped = fit_conversation(self.tokenizer, messages, budget)
+        return prompt, length, dropped
 
     def chat(
         self,
@@ -182,8 +214,7 @@ class _Pipeline(ABC):
             ConfigError: no chat template, the newest message does not fit, or a bad option.
             DataError: a malformed or empty message.
         """
-        length, budget = self.chat_window(length, block_length)
-        prompt, dropped = fit_conversation(self.tokenizer, messages, budget)
+        prompt, length, dropped = self.chat_prompt(messages, length, block_length)
         options: dict[str, Any] = {"block_length": block_length} if block_length is not None else {}
         if on_answer is not None and self.masked_loop:
             options["on_step"] = lambda x: on_answer(forming_answer(self.tokenizer, x[0, -length:].tolist()))
@@ -548,6 +579,33 @@ class DiffusionPipeline(_Pipeline):
         self._sampler(name, 1.0, 0, 1.0)
         return name
 
+    def sampler_names(self) -> tuple[str, ...]:
+        """Every sampler of :data:`~diffusionbert.sampling.samplers.SAMPLERS` that suits this model."""
+
+        def suits(name: str) -> bool:
+            try:
+                self.resolve_sampler(name)
+            except ConfigError:
+                return False
+            return True
+
+        names = [self.default_sampler, *(name for name in SAMPLERS if name != self.default_sampler)]
+        return tuple(name for name in names if suits(name))
+
+    def _modes_without_source(self) -> tuple[str, ...]:
+        """All three, unless the model was trained on pairs without source dropout (it needs its source)."""
+        if self.trained_on_pairs and not (self.source_dropout and self.source_length):
+            return ()
+        return ("unconditional", "prompt", "infill")
+
+    def text_template(
+        self, length: int, *, prompt: str | None = None, infill: str | None = None, source: str | None = None
+    ) -> tuple[list[int], int]:
+        """The first state of a one-template call (``[MASK]`` where generated) and the position where its
+        text starts in every state ``on_step`` sees: what a live display draws (checked like the call)."""
+        layout = self._layout(length, prompt, infill, source)
+        return layout.ids[0].tolist(), int(layout.text_start[0])
+
     def _sampler(self, sampler: str | Sampler, temperature: float, top_k: int, top_p: float) -> Sampler:
         """Build a named sampler, or check a given one; either way it must suit the model."""
         if isinstance(sampler, str):
@@ -603,10 +661,21 @@ class DiffusionPipeline(_Pipeline):
                 to_generate = length - len(fixed) + len(hidden)
             ids = torch.tensor([cls_id, *fixed, *[mask] * to_generate])
             generated = torch.arange(len(ids)) > len(fixed)
-        if source and len(ids) > self.model.max_input_length:
+        window = self.model.max_input_length
+        if len(ids) > window:
+            if source:
+                raise ConfigError(
+                    f"source of {len(ids) - length - 2} tokens plus length={length} needs {len(ids)} positions, "
+                    f"more than the model's {window}; allowed: a shorter source or length"
+                )
+            if infill:
+                raise ConfigError(
+                    f"the infill template needs {len(ids)} positions, more than the model's {window}; "
+                    f"allowed: a template of at most {window - start} tokens"
+                )
             raise ConfigError(
-                f"source of {len(ids) - length - 2} tokens plus length={length} needs {len(ids)} positions, more "
-                f"than the model's {self.model.max_input_length}; allowed: a shorter source or length"
+                f"length={length} needs {len(ids)} positions, more than the model's {window}; allowed: "
+                f"length <= {window - start}"
             )
         text_start = len(ids) - length if source else start
         noise_mask = torch.arange(len(ids)) >= text_start
@@ -654,6 +723,11 @@ class EmbeddingDiffusionPipeline(DiffusionPipeline):
 
     samplers = ("clamped", "ancestral")
     masked_loop = False
+    sharpens = False
+
+    def sampler_names(self) -> tuple[str, ...]:
+        """Its two samplers, the family's own first."""
+        return (self.default_sampler, *(name for name in self.samplers if name != self.default_sampler))
 
     @property
     def default_sampler(self) -> str:
@@ -769,6 +843,14 @@ class AutoregressivePipeline(_Pipeline):
         name = sampler or self.default_sampler
         LeftToRightDecoder.parse(name)
         return name
+
+    def sampler_names(self) -> tuple[str, ...]:
+        """Its decoders (``beam`` with its default width)."""
+        return tuple(LEFT_TO_RIGHT_DECODERS)
+
+    def _modes_without_source(self) -> tuple[str, ...]:
+        """Unconditional text for a model of plain texts; nothing for a pair model, which needs its source."""
+        return () if self.trained_on_pairs else ("unconditional",)
 
     @classmethod
     def _from_loaded(cls, loaded: LoadedModel, device: torch.device | str | None) -> AutoregressivePipeline:

@@ -1,0 +1,40 @@
+"""``diffusionbert serve``: a local web page that shows a model denoising text, step by step."""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import model_options
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0 to let the system pick a free one."""
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port; allowed: 0 (any free port) to 65535")
+    return value
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        parents=model_options(),
+        help="a web page that shows a model denoising text live",
+        description="Serve a page where each denoising step of the model appears as it is made: "
+        "unconditional, prompt, infill, source or chat, as the model allows. Binds to this machine only "
+        "unless --host says otherwise.",
+    )
+    p.add_argument("--checkpoint", required=True, help="model directory (a run's final/ or a checkpoint)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    p.add_argument("--port", type=port_number, default=7860, help="port (default 7860; 0: any free port)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from ..apps.web import serve
+    from ..checkpoint import load_model_dir
+    from ..sampling import pipeline_for
+    from ..utils.runtime import default_device
+
+    loaded = load_model_dir(args.checkpoint, device=default_device(args.device))
+    serve(pipeline_for(loaded), f"{args.checkpoint} ({loaded.method.name} model)", args.host, args.port)
