@@ -311,6 +311,10 @@ def test_each_gaussian_family_two_processes_train_like_one(family, tiny_config):
             "training.self_prompt=0.5 contradicts diffusion.objective='diffusion_lm'",
         ),
         (
+            "training.distributed=fsdp",
+            "training.distributed='fsdp' is not implemented for diffusion.objective='diffusion_lm'",
+        ),
+        (
             "diffusion.objective=plaid diffusion.schedule=spindle",
             "diffusion.schedule='spindle' contradicts diffusion.objective='plaid'",
         ),

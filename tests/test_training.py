@@ -201,6 +201,50 @@ def test_two_processes_with_dropout_resume_bit_for_bit(tiny_config):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_fsdp_shards_the_layers_trains_like_one_process_and_resumes_exactly(tiny_config):
+    """``training.distributed=fsdp`` under two gloo processes: the same loss trajectory and final weights as
+    one process (up to float reduction order), with gradient accumulation and EMA on (a tied embedding gets
+    its average too); a run stopped at step 3 and resumed under FSDP repeats the uninterrupted FSDP run
+    exactly, and its checkpoints are whole, in the layout a single process writes."""
+    path, _ = tiny_config(
+        training={
+            "max_steps": 6,
+            "save_every": 3,
+            "eval_every": 0,
+            "lr_decay": "constant",
+            "grad_accum": 2,
+            "ema_decay": 0.9,
+            "distributed": "fsdp",
+        },
+        diffusion={"schedule": "linear"},
+    )
+    base = path.parent
+    train(load_config(path, [f"training.output_dir={base / 'one'}"]), progress=False)
+    _torchrun("train", "--config", str(path), "--output-dir", str(base / "whole"))
+    _torchrun("train", "--config", str(path), "--output-dir", str(base / "parts"), "--max-steps", "3")
+    _torchrun("train", "--config", str(path), "--output-dir", str(base / "parts"), "--resume")
+    records = [json.loads(line) for line in (base / "whole" / "log.jsonl").read_text().splitlines()]
+    assert {(r["distributed"], r["processes"]) for r in records if "distributed" in r} == {("fsdp", 2)}
+    single, whole, parts = _losses(base / "one"), _losses(base / "whole"), _losses(base / "parts")
+    assert sorted(single) == sorted(whole) == sorted(parts) == list(range(1, 7))
+    for step in single:
+        assert whole[step] == pytest.approx(single[step], rel=1e-4)
+    assert parts == whole  # resumed under FSDP: exact float equality, every step
+    finals = {
+        run: load_file(str(base / run / "final" / "model.safetensors")) for run in ("one", "whole", "parts")
+    }
+    assert finals["one"].keys() == finals["whole"].keys()
+    assert max(float((finals["one"][k] - finals["whole"][k]).abs().max()) for k in finals["one"]) < 1e-4
+    assert all(torch.equal(finals["whole"][k], finals["parts"][k]) for k in finals["whole"])
+    checkpoint_dir = base / "whole" / "checkpoints" / "step-0000003"
+    step_one = load_file(str(base / "one" / "checkpoints" / "step-0000003" / "optimizer.safetensors"))
+    step_two = load_file(str(checkpoint_dir / "optimizer.safetensors"))
+    assert step_one.keys() == step_two.keys()  # the same whole layout, whoever wrote it
+    for key in step_one:
+        assert step_two[key].shape == step_one[key].shape
+        assert torch.allclose(step_two[key], step_one[key], rtol=1e-3, atol=1e-6)
+
+
 def test_full_disk_while_checkpointing_leaves_no_partial_checkpoint(tiny_config, monkeypatch):
     path, out = tiny_config(training={"max_steps": 12, "save_every": 4, "eval_every": 0})
     real_save = checkpoint.save_file
@@ -242,6 +286,7 @@ def test_output_dir_with_checkpoints_needs_resume(tiny_config):
         ("training.source_dropout=0.5", "training.source_dropout > 0 needs source/target pairs"),
         ("training.source_dropout=1.0", "training.source_dropout=1.0 is not valid"),
         ("data.target_window=8", "data.target_window needs source/target pairs"),
+        ("training.distributed=zero3", "training.distributed='zero3' is not valid"),
     ],
 )
 def test_bad_config_is_one_line_and_nonzero(tiny_config, override, message):

@@ -30,6 +30,8 @@ DATA_FORMATS = ("text", "chat")
 (:mod:`diffusionbert.data.chat`)."""
 LR_DECAYS = ("linear", "cosine", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DISTRIBUTED = ("ddp", "fsdp")
+"""How several processes share the model: each a whole replica (DDP) or a shard of every layer (FSDP)."""
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,12 @@ class TrainingConfig:
     warmup_steps: int = 50
     lr_decay: str = "linear"  # linear | cosine | constant
     grad_clip: float = 1.0
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    precision: str = "auto"  # auto (bf16 autocast on GPUs that have it, else fp32) | fp32 | bf16 | fp16
+    tf32: bool = (
+        True  # fp32 matrix products in TF32 on GPUs that have it (Ampere and newer); no effect on CPU
+    )
+    # several processes: ddp (a whole replica each) | fsdp (torch's FSDP2: every backbone layer sharded)
+    distributed: str = "ddp"
     ema_decay: float = 0.0
     eval_every: int = 0
     # the validation bound reads the first eval_batches × batch_size examples, in file order
@@ -200,6 +207,7 @@ def _validate(cfg: Config) -> None:
     _check_choice("data.format", data.format, DATA_FORMATS)
     _check_choice("training.lr_decay", t.lr_decay, LR_DECAYS)
     _check_choice("training.precision", t.precision, PRECISIONS)
+    _check_choice("training.distributed", t.distributed, DISTRIBUTED)
     for name, value in (
         ("diffusion.num_steps", d.num_steps),
         ("diffusion.embedding_dim", d.embedding_dim),

@@ -188,6 +188,12 @@ def check_config(cfg: Config) -> Config:
     ):
         if value not in allowed:
             raise invalid_choice(key, value, allowed)
+    if cfg.training.distributed == "fsdp" and method.sampling == GAUSSIAN:
+        raise ConfigError(
+            f"training.distributed='fsdp' is not implemented for diffusion.objective={d.objective!r} "
+            f"({method.summary}): its loss reads the embedding table outside the network's forward, where "
+            "FSDP keeps it sharded; allowed: training.distributed='ddp'"
+        )
     if cfg.training.source_dropout > 0 and method.sampling == GAUSSIAN:
         raise ConfigError(
             f"training.source_dropout={cfg.training.source_dropout} contradicts diffusion.objective="

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from huggingface_hub.dataclasses import strict
 from torch import nn
+from torch.distributed.fsdp import FSDPModule
 from transformers import AutoModelForMaskedLM, PreTrainedModel, PreTrainedTokenizerBase
 from transformers import initialization as init
 from transformers.modeling_outputs import MaskedLMOutput
@@ -190,12 +191,13 @@ class DiffusionBertForMaskedLM(MaskedLMBackboneModel):
 
     def _runs_real_tokens_only(self, positions: torch.Tensor | None, attention_mask: torch.Tensor) -> bool:
         """Whether this call can take :func:`encode_real_tokens`: logits at some positions, all of them real
-        tokens, a BERT-layout encoder and no gradient checkpointing (which lives in the backbone's layers)."""
+        tokens, a BERT-layout encoder and no gradient checkpointing or FSDP sharding (both live in the
+        backbone's layers' own forward, which that path does not call)."""
         return (
             positions is not None
             and self._bert_layers
             and not any(
-                getattr(layer, "gradient_checkpointing", False)
+                getattr(layer, "gradient_checkpointing", False) or isinstance(layer, FSDPModule)
                 for layer in self.backbone.base_model.encoder.layer
             )
             and not bool((positions & ~attention_mask.bool()).any())

@@ -49,6 +49,17 @@ from ..utils.runtime import default_device, keep_freed_memory
 from .bound import BoundResult, nll_bound
 from .logger import RunLogger, training_progress
 from .run_dir import RunLock, prepare_run_dir, resume_point
+from .sharding import (
+    full_model_state,
+    full_optimizer_state,
+    full_tensor,
+    gradients_kept_local,
+    is_sharded,
+    load_full_optimizer_state,
+    reshard,
+    shard_like,
+    shard_model,
+)
 from .step import denoiser_terms
 
 
@@ -118,11 +129,17 @@ class EMA:
             if name in self.shadow:
                 self.shadow[name].lerp_(param.detach().float(), 1.0 - self.decay)
 
-    @torch.no_grad()
     def copy_to(self, model: torch.nn.Module) -> None:
-        for name, param in model.named_parameters():
-            if name in self.shadow:
-                param.copy_(self.shadow[name].to(param.dtype))
+        copy_weights(model, self.shadow)
+
+
+@torch.no_grad()
+def copy_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    """Write ``weights`` into ``model``'s parameters of the same names (a tied parameter once, under the
+    name ``named_parameters`` gives it)."""
+    for name, param in model.named_parameters():
+        if name in weights:
+            param.copy_(weights[name].to(param.dtype))
 
 
 def _load_split(
@@ -221,8 +238,10 @@ class Trainer:
         t = self.cfg.training
         if device.type == "cpu":
             keep_freed_memory()  # [n, V] temporaries reuse heap pages instead of new mmaps every step
-        elif device.type == "cuda" and device.index is not None:
-            torch.cuda.set_device(device)
+        elif device.type == "cuda":
+            if device.index is not None:
+                torch.cuda.set_device(device)
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = t.tf32
         # cpu=True makes accelerate pick up torchrun's ranks as a gloo process group on CPU-only machines
         accelerator = Accelerator(
             mixed_precision=resolve_precision(t.precision, device), cpu=device.type == "cpu"
@@ -322,16 +341,36 @@ class Trainer:
         self, model: PreTrainedModel
     ) -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
         """AdamW over the model's parameter groups and its LR schedule, prepared by the accelerator."""
-        t = self.cfg.training
+        t, acc = self.cfg.training, self.accelerator
+        sharded = t.distributed == "fsdp" and acc.num_processes > 1
+        if sharded:  # before the optimizer: it must hold the sharded parameters
+            model = shard_model(model.to(acc.device))
         groups = parameter_groups(model, t.lr, t.head_lr, t.weight_decay)
         # one fused kernel: ~9x faster than the per-parameter loop on CPU (torch >= 2.4 has it on CPU and CUDA)
-        fused = self.accelerator.device.type in ("cpu", "cuda")
+        fused = acc.device.type in ("cpu", "cuda")
         optimizer = torch.optim.AdamW(groups, lr=t.lr, fused=fused)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: lr_lambda(step, t.warmup_steps, t.max_steps, t.lr_decay)
         )
-        model, optimizer = self.accelerator.prepare(model, optimizer)
+        if sharded:  # FSDP reduces the gradients itself: only the optimizer goes through accelerate
+            return model, acc.prepare(optimizer), scheduler
+        model, optimizer = acc.prepare(model, optimizer)
         return model, optimizer, scheduler
+
+    def setup(self) -> dict[str, Any]:
+        """How this run computes, for its log: device, processes, how they share the model, precision."""
+        acc = self.accelerator
+        processes = acc.num_processes
+        sharing = "none" if processes == 1 else ("fsdp" if is_sharded(self.model) else "ddp")
+        setup: dict[str, Any] = {
+            "device": str(acc.device),
+            "processes": processes,
+            "distributed": sharing,
+            "precision": {"no": "fp32"}.get(acc.mixed_precision, acc.mixed_precision),
+        }
+        if acc.device.type == "cuda":
+            setup["tf32"] = torch.backends.cuda.matmul.allow_tf32
+        return setup
 
     @property
     def unwrapped(self) -> PreTrainedModel:
@@ -352,6 +391,7 @@ class Trainer:
             atomic_file(self.out / "config.yaml", lambda tmp: save_config(self.cfg, tmp))
         log = RunLogger(self.out, enabled=self.is_main)
         try:
+            log.write({"step": self.state.step, **self.setup()})
             if self.resume_from is not None:
                 log.write({"step": self.state.step, "resumed_from": self.resume_from.name, **self.changes})
             self._loop(log)
@@ -466,7 +506,7 @@ class Trainer:
         sums = torch.zeros(2, device=acc.device, dtype=torch.float64)  # loss, nll
         for i, rows in enumerate(micro_batches):
             width = int(attention_mask[rows].sum(-1).max())  # drop all-padding columns
-            sync = acc.no_sync(self.model) if i < len(micro_batches) - 1 else contextlib.nullcontext()
+            sync = self._keep_gradients_local() if i < len(micro_batches) - 1 else contextlib.nullcontext()
             with sync, acc.autocast():
                 terms = denoiser_terms(
                     self.model,
@@ -481,7 +521,7 @@ class Trainer:
             sums += torch.stack([terms.loss.detach(), terms.nll.detach()]).double()
         sums = acc.reduce(sums, reduction="sum") / max(n_tokens, 1)
         # without clipping (grad_clip 0) an infinite bound only measures the norm: the gradient is unchanged
-        grad_norm = acc.clip_grad_norm_(self.model.parameters(), t.grad_clip or math.inf)
+        grad_norm = full_tensor(acc.clip_grad_norm_(self.model.parameters(), t.grad_clip or math.inf))
         applied = bool(torch.isfinite(sums).all()) and math.isfinite(float(grad_norm))
         if applied:
             self.optimizer.step()
@@ -490,6 +530,12 @@ class Trainer:
         if applied and self.ema is not None:
             self.ema.update(self.unwrapped)
         return StepResult(float(sums[0]), float(sums[1]), n_tokens, int(attention_mask.sum()), applied)
+
+    def _keep_gradients_local(self) -> contextlib.AbstractContextManager[None]:
+        """A micro-batch before the last of a step: its gradients stay local (DDP's no_sync, FSDP's own)."""
+        if is_sharded(self.model):
+            return gradients_kept_local(self.model)
+        return self.accelerator.no_sync(self.model)
 
     # ----------------------------------------------------------------------------------- evaluation, state
 
@@ -510,16 +556,41 @@ class Trainer:
                 self_prompt=self.self_prompt,
             )
         finally:
+            if is_sharded(model):
+                reshard(model)
             if backup is not None:
                 with torch.no_grad():
                     for name, param in model.named_parameters():
                         param.copy_(backup[name])
 
-    def _write_model(self, directory: Path, use_ema: bool = False) -> None:
+    def _model_to_write(self, use_ema: bool = False) -> PreTrainedModel | None:
+        """The whole model a directory is written from, on the main process (None elsewhere): the trained
+        one, or a copy with the EMA weights. Collective when the model is sharded: every process must call it,
+        and the full weights are gathered into an unsharded copy."""
         model = self.unwrapped
-        if use_ema and self.ema is not None:
+        ema = use_ema and self.ema is not None
+        if not is_sharded(model):
+            if not self.is_main or not ema:
+                return model if self.is_main else None
             model = copy.deepcopy(model)
             self.ema.copy_to(model)
+            return model
+        state = full_model_state(model)
+        averaged = self._full_ema() if ema else None
+        if not self.is_main:
+            return None
+        whole = get_method(self.cfg.diffusion.objective).model(model.config)
+        whole.load_state_dict(state)
+        if averaged is not None:
+            copy_weights(whole, averaged)
+        return whole
+
+    def _full_ema(self) -> dict[str, torch.Tensor]:
+        """The EMA weights, whole, on the CPU (collective when the model is sharded)."""
+        assert self.ema is not None
+        return {name: full_tensor(value).cpu() for name, value in self.ema.shadow.items()}
+
+    def _write_model(self, directory: Path, model: PreTrainedModel) -> None:
         save_model_dir(directory, model, self.tokenizer, self.cfg, self.counts, self.source_length)
 
     def _rng_states(self) -> dict[str, Any]:
@@ -538,24 +609,38 @@ class Trainer:
         """Everything needed to continue exactly: weights, optimizer, LR schedule, EMA, the RNG streams of
         every process, the data position, and the run's config (checked on resume)."""
         rng = self._rng_states()
+        sharded = is_sharded(self.model)  # then gathering the states below is collective
+        model = self._model_to_write()
+        optimizer = self.optimizer.optimizer
+        optimizer_state = full_optimizer_state(self.model, optimizer) if sharded else optimizer.state_dict()
+        ema = self._full_ema() if self.ema is not None else None
         self.accelerator.wait_for_everyone()
         if not self.is_main:
             return
         states: dict[str, Any] = {
             "trainer": asdict(self.state),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": optimizer_state,
             "scheduler": self.scheduler.state_dict(),
             "rng": rng,
         }
-        if self.ema is not None:
-            states["ema"] = self.ema.shadow
+        if ema is not None:
+            states["ema"] = ema
         save_training_checkpoint(
-            self.ckpt_dir, self.state.step, self._write_model, states, self.cfg, self.cfg.training.keep_last
+            self.ckpt_dir,
+            self.state.step,
+            lambda directory: self._write_model(directory, model),
+            states,
+            self.cfg,
+            self.cfg.training.keep_last,
         )
 
     def _restore(self, directory: Path) -> None:
         self.state = TrainerState(**load_state(directory, "trainer"))
-        self.optimizer.load_state_dict(load_state(directory, "optimizer"))
+        optimizer_state = load_state(directory, "optimizer")  # whole, whatever wrote it
+        if is_sharded(self.model):
+            load_full_optimizer_state(self.model, self.optimizer.optimizer, optimizer_state)
+        else:
+            self.optimizer.load_state_dict(optimizer_state)
         self.scheduler.load_state_dict(load_state(directory, "scheduler"))
         rng = load_state(directory, "rng")
         self.generator.set_state(rng["generator"])
@@ -572,17 +657,17 @@ class Trainer:
                 "and noise resume exactly, the dropout streams start afresh"
             )
         if self.ema is not None:
-            self.ema.shadow = {
-                k: v.to(self.accelerator.device) for k, v in load_state(directory, "ema").items()
-            }
+            shadow = self.ema.shadow
+            self.ema.shadow = {k: shard_like(v, shadow[k]) for k, v in load_state(directory, "ema").items()}
 
     def save_final(self) -> Path:
         """``final/``: the model to sample from and evaluate (EMA weights when EMA is on)."""
         final = self.out / "final"
+        model = self._model_to_write(use_ema=True)
         self.accelerator.wait_for_everyone()
-        if self.is_main:
+        if model is not None:
             with atomic_directory(final) as tmp:
-                self._write_model(tmp, use_ema=True)
+                self._write_model(tmp, model)
         return final
 
 
