@@ -6,7 +6,7 @@ PY        := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test browser lint format bench reproduce reproduce-e2e reproduce-instruct page-images clean
+.PHONY: demo test test-gpu browser lint format bench reproduce reproduce-e2e reproduce-instruct page-images clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ reproduce-instruct: $(STAMP)
 # pytest exits 5 when a filter selects no test: that is not a failure.
 test: $(STAMP) browser
 	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+# The GPU smoke path (tests/test_gpu.py): every objective a few steps on CUDA, sampling, bf16 against fp32;
+# skipped with a message where no CUDA device is present.
+test-gpu: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest tests/test_gpu.py -rs $(PYTEST_ARGS)
 
 # Debian's Chromium for the live page's browser tests (tests/test_serve.py), installed once when missing.
 browser:

@@ -327,6 +327,8 @@ def test_lr_schedule_warms_up_then_decays():
     assert lr_lambda(0, 4, 20, "linear") == 0.25 and lr_lambda(3, 4, 20, "linear") == 1.0
     assert lr_lambda(20, 4, 20, "linear") == 0.0 and lr_lambda(20, 4, 20, "cosine") == pytest.approx(0.0)
     assert lr_lambda(12, 4, 20, "cosine") == pytest.approx(0.5) and lr_lambda(15, 4, 20, "constant") == 1.0
+    assert lr_lambda(4, 4, 20, "inverse_sqrt") == 1.0 and lr_lambda(16, 4, 20, "inverse_sqrt") == 0.5
+    assert lr_lambda(40_000, 10_000, 0, "inverse_sqrt") == pytest.approx(100 / 40_000**0.5)  # 100 / sqrt(n)
 
 
 def test_resuming_a_finished_run_trains_no_further_step(tiny_config):

@@ -28,7 +28,7 @@ LAYOUTS = ("sentence", "packed")
 DATA_FORMATS = ("text", "chat")
 """What a data file holds: texts (or source/target columns), or chat records rendered into prompt → answer pairs
 (:mod:`diffusionbert.data.chat`)."""
-LR_DECAYS = ("linear", "cosine", "constant")
+LR_DECAYS = ("linear", "cosine", "constant", "inverse_sqrt")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DISTRIBUTED = ("ddp", "fsdp")
 """How several processes share the model: each a whole replica (DDP) or a shard of every layer (FSDP)."""
@@ -89,6 +89,10 @@ class DataConfig:
     max_length: int = 128
     max_train_examples: int | None = None
     max_valid_examples: int | None = 512
+    # a corpus larger than memory: train_file may be a glob of .txt/.jsonl files, read as a stream and packed on
+    # the fly (data.stream), through a shuffle buffer of this many rows; resumes at the exact position
+    streaming: bool = False
+    shuffle_rows: int = 1024
     cache_dir: str = ".cache/diffusionbert"
 
     @property
@@ -110,7 +114,9 @@ class TrainingConfig:
     head_lr: float = 1e-3  # a newly created vocabulary head only (see models.parameter_groups)
     weight_decay: float = 0.01
     warmup_steps: int = 50
-    lr_decay: str = "linear"  # linear | cosine | constant
+    lr_decay: str = (
+        "linear"  # linear | cosine | constant | inverse_sqrt (sqrt(warmup / step): the paper's code)
+    )
     grad_clip: float = 1.0
     precision: str = "auto"  # auto (bf16 autocast on GPUs that have it, else fp32) | fp32 | bf16 | fp16
     tf32: bool = (
@@ -249,6 +255,27 @@ def _validate(cfg: Config) -> None:
         )
     if data.format == "chat" and data.layout == "packed":
         raise ConfigError("data.format=chat needs data.layout=sentence (one prompt and answer per row)")
+    if data.streaming:
+        _check_positive("data.shuffle_rows", data.shuffle_rows)
+        given = [
+            name
+            for name, value in (
+                ("data.layout=sentence", data.layout == "sentence"),
+                ("data.format=chat", data.format == "chat"),
+                ("data.source_field", data.source_field is not None),
+                ("data.max_train_examples", data.max_train_examples is not None),
+            )
+            if value
+        ]
+        if given:
+            raise ConfigError(
+                f"data.streaming reads plain texts packed into rows; {', '.join(given)} does not apply; "
+                "allowed: data.layout=packed, data.format=text, no source_field or max_train_examples"
+            )
+    elif data.train_file and set(data.train_file) & set("*?["):
+        raise ConfigError(
+            f"data.train_file={data.train_file!r} is a glob; allowed: a glob with data.streaming=true, or one file"
+        )
     if data.chat_template is not None and data.format != "chat":
         raise ConfigError("data.chat_template applies to data.format=chat only; allowed: data.format=chat")
     if not 0.0 <= t.self_prompt < 1.0:

@@ -16,6 +16,10 @@ The pipeline has four steps, each a public function in a module of its own (:mod
 4. :func:`token_counts` / :func:`cached_token_counts` give the token frequencies that the spindle noise
    schedule needs.
 
+A corpus larger than memory skips steps 1–3: :class:`PackedStream` (:mod:`.stream`) reads many files as a
+stream, packs them on the fly and resumes at its exact position; :func:`cached_stream_counts` counts it in
+one pass.
+
 Every tokenised row stores ``input_ids``, ``n_words`` and ``noise_start``: the index of the first position the
 diffusion may mask and score. Storing one integer instead of a mask keeps rows small and lets :func:`collate`
 build ``noise_mask = (position >= noise_start) & real token`` for any layout:
@@ -24,23 +28,27 @@ build ``noise_mask = (position >= noise_start) & real token`` for any layout:
   the end-of-sentence token the model must learn to place.
 * pairs: ``noise_start`` = first target token — the source and its ``[SEP]`` are the condition, never masked
   (partial noising); the target and the final ``[SEP]`` are.
-* packed: ``noise_start = 0`` — every position, including the ``[CLS]`` tokens that mark document starts
-  inside a chunk (and a ``[CLS]`` that happens to open one), is noised. Chunks begin at arbitrary points in
-  the token stream, so position 0 is not special; the model learns to place sentence boundaries like any
-  other token.
+* packed: ``noise_start = 0`` — every position is noised but the ``[CLS]`` tokens that mark document starts
+  inside a chunk (given: the denoiser never predicts ``[CLS]``; :func:`collate` keeps them out of
+  ``noise_mask``). Chunks begin at arbitrary points in the token stream, so position 0 is not special; the
+  model learns to place a text's end (``[SEP]``) like any other token.
 """
 
 from .batches import ResumableBatchSampler, ResumableDataLoader, collate, make_dataloader
-from .counts import cached_token_counts, token_counts
+from .counts import cached_stream_counts, cached_token_counts, token_counts
 from .files import load_texts
+from .stream import PackedStream, corpus_files
 from .tokenize import TokenizedDataset, tokenize_dataset
 
 __all__ = [
+    "PackedStream",
     "ResumableBatchSampler",
     "ResumableDataLoader",
     "TokenizedDataset",
+    "cached_stream_counts",
     "cached_token_counts",
     "collate",
+    "corpus_files",
     "load_texts",
     "make_dataloader",
     "token_counts",

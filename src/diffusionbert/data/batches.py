@@ -16,14 +16,17 @@ from ..config import LAYOUTS
 from ..errors import ConfigError, DataError, invalid_choice
 
 
-def collate(examples: Sequence[dict[str, Any]], pad_token_id: int) -> dict[str, torch.Tensor]:
+def collate(
+    examples: Sequence[dict[str, Any]], pad_token_id: int, cls_token_id: int | None = None
+) -> dict[str, torch.Tensor]:
     """Pad rows of :func:`tokenize_dataset` to the longest one in the batch (dynamic padding).
 
     Returns:
         * ``input_ids`` long ``[B, L]``, ``pad_token_id`` after each row's end;
         * ``attention_mask`` long ``[B, L]``, 1 = real token;
         * ``noise_mask`` bool ``[B, L]``: positions the diffusion may mask and score — real tokens at or after
-          the row's ``noise_start``, never padding;
+          the row's ``noise_start``, never padding, and never a ``[CLS]`` when ``cls_token_id`` is given (a
+          packed row's document starts stay visible: the denoiser never predicts ``[CLS]``);
         * ``n_words`` long ``[B]``: whitespace word count of the example's text (target text for pairs, -1 for
           packed chunks). Per-word perplexity is ``exp(total NLL / sum(n_words + 1))``, the +1 being the
           end-of-sentence ``[SEP]``.
@@ -39,7 +42,7 @@ def collate(examples: Sequence[dict[str, Any]], pad_token_id: int) -> dict[str, 
     return {
         "input_ids": input_ids,
         "attention_mask": real.long(),
-        "noise_mask": real & (positions >= noise_start),
+        "noise_mask": real & (positions >= noise_start) & (input_ids != cls_token_id),
         "n_words": torch.tensor([int(e["n_words"]) for e in examples], dtype=torch.long),
     }
 
@@ -155,6 +158,7 @@ def make_dataloader(
     seed: int = 0,
     layout: str = "sentence",
     pad_token_id: int,
+    cls_token_id: int | None = None,
     drop_last: bool = False,
     bucket_batches: int = 50,
     num_workers: int = 0,
@@ -166,6 +170,7 @@ def make_dataloader(
     to resume mid-epoch. Iterating draws nothing from torch's global RNG. For the sentence layout, examples are bucketed by length within windows
     of ``bucket_batches`` batches (``bucket_batches <= 1`` disables it); packed chunks all have the same
     length, so there is nothing to bucket. Rows are fetched a batch at a time (``Dataset.__getitems__``).
+    ``cls_token_id`` keeps every ``[CLS]`` out of ``noise_mask`` (:func:`collate`).
     """
     if layout not in LAYOUTS:
         raise invalid_choice("layout", layout, LAYOUTS)
@@ -187,7 +192,7 @@ def make_dataloader(
     return ResumableDataLoader(
         dataset.select_columns(["input_ids", "noise_start", "n_words"]),
         batch_sampler=sampler,
-        collate_fn=partial(collate, pad_token_id=pad_token_id),
+        collate_fn=partial(collate, pad_token_id=pad_token_id, cls_token_id=cls_token_id),
         num_workers=num_workers,
         generator=torch.Generator().manual_seed(_epoch_seed(seed, 0)),
     )

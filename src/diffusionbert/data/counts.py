@@ -22,6 +22,7 @@ from ..errors import DataError, first_line
 from ..utils.io import atomic_file
 from .chat import load_chat
 from .files import load_texts
+from .stream import LineReader
 from .tokenize import tokenize_dataset
 
 logger = logging.getLogger(__name__)
@@ -106,19 +107,9 @@ def cached_token_counts(
         ).encode()
     ).hexdigest()
     cache_file = Path(cache_dir) / f"token_counts-{key[:32]}.safetensors"
-    if cache_file.exists():
-        try:
-            cached = load_file(cache_file)["counts"]
-            if cached.dtype == torch.long and cached.shape == (vocab_size,):
-                return cached
-            logger.warning(
-                "%s: cached counts have shape %s, expected (%d,); recomputing",
-                cache_file,
-                tuple(cached.shape),
-                vocab_size,
-            )
-        except (SafetensorError, OSError, KeyError, ValueError) as exc:
-            logger.warning("%s: unreadable token-count cache (%s); recomputing", cache_file, first_line(exc))
+    cached = _read_cached_counts(cache_file, vocab_size)
+    if cached is not None:
+        return cached
     if chat:
         texts = load_chat(name, tokenizer, cache_dir=datasets_cache_dir)
     else:
@@ -129,6 +120,70 @@ def cached_token_counts(
         cache_file, lambda tmp: save_file({"counts": counts.contiguous()}, str(tmp), metadata=metadata)
     )
     return counts
+
+
+def cached_stream_counts(
+    files: Sequence[Path],
+    tokenizer: PreTrainedTokenizerBase,
+    field: str | None = None,
+    cache_dir: str | os.PathLike[str] = ".cache/diffusionbert",
+) -> torch.Tensor:
+    """:func:`token_counts` of a streamed corpus (:mod:`~diffusionbert.data.stream`), counted in one pass over
+    its files a chunk at a time (memory does not grow with the corpus) and cached like
+    :func:`cached_token_counts`, by the same rule (every text token and its ``[SEP]``).
+
+    The cache key holds each file's path, size and modification time rather than a hash of its bytes, which
+    would cost a second pass over a corpus of many gigabytes.
+    """
+    vocab_size = len(tokenizer)
+    stats = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    key = hashlib.sha256(
+        json.dumps([_COUNTS_FORMAT, "stream", stats, _tokenizer_hash(tokenizer), field]).encode()
+    ).hexdigest()
+    cache_file = Path(cache_dir) / f"token_counts-{key[:32]}.safetensors"
+    cached = _read_cached_counts(cache_file, vocab_size)
+    if cached is not None:
+        return cached
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    sep = np.array([tokenizer.sep_token_id])
+    for file in files:
+        reader, offset, ended = LineReader(file, field), 0, False
+        try:
+            while not ended:
+                texts, offset, ended = reader.read(offset, 4096)
+                if texts:
+                    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+                    flat = np.concatenate(
+                        [np.asarray(i, dtype=np.int64) for i in ids] + [sep.repeat(len(ids))]
+                    )
+                    counts += np.bincount(flat, minlength=vocab_size)
+        finally:
+            reader.close()
+    result = torch.from_numpy(counts)
+    metadata = {"format": _COUNTS_FORMAT, "key": key, "source": f"{len(files)} streamed file(s)"}
+    atomic_file(
+        cache_file, lambda tmp: save_file({"counts": result.contiguous()}, str(tmp), metadata=metadata)
+    )
+    return result
+
+
+def _read_cached_counts(cache_file: Path, vocab_size: int) -> torch.Tensor | None:
+    """The counts of a cache file, or None when there is none or it is unreadable or of another shape."""
+    if not cache_file.exists():
+        return None
+    try:
+        cached = load_file(cache_file)["counts"]
+        if cached.dtype == torch.long and cached.shape == (vocab_size,):
+            return cached
+        logger.warning(
+            "%s: cached counts have shape %s, expected (%d,); recomputing",
+            cache_file,
+            tuple(cached.shape),
+            vocab_size,
+        )
+    except (SafetensorError, OSError, KeyError, ValueError) as exc:
+        logger.warning("%s: unreadable token-count cache (%s); recomputing", cache_file, first_line(exc))
+    return None
 
 
 def _file_sha256(path: Path) -> str:

@@ -205,6 +205,7 @@ class SpindleSchedule:
         if self.centering == "corpus":
             return self.offset(values, self.corpus_centre).expand(batch, -1)
         revealed_sum = (self.token_values.to(values)[x_t] * revealed).sum(-1)
+        expected = expected.to(values.dtype)  # a matmul under autocast returns it in bf16
         masked_sum = torch.zeros(batch, dtype=values.dtype, device=values.device).index_add(0, rows, expected)
         count = revealed.sum(-1).to(values.dtype).index_add(0, rows, torch.ones_like(expected))
         centre = (revealed_sum + masked_sum) / count.clamp_min(1.0)

@@ -142,7 +142,11 @@ def text_batches(
             file=sys.stderr,
         )
     loader = make_dataloader(
-        tokenized.dataset, batch_size, shuffle=False, pad_token_id=tokenizer.pad_token_id
+        tokenized.dataset,
+        batch_size,
+        shuffle=False,
+        pad_token_id=tokenizer.pad_token_id,
+        cls_token_id=tokenizer.cls_token_id,
     )
     return list(loader), tokenized.num_truncated
 

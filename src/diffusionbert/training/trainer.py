@@ -29,9 +29,12 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ..checkpoint import list_checkpoints, load_initial_model, save_model_dir, save_training_checkpoint
 from ..config import Config, save_config
 from ..data import (
+    PackedStream,
     ResumableDataLoader,
     TokenizedDataset,
+    cached_stream_counts,
     cached_token_counts,
+    corpus_files,
     load_texts,
     make_dataloader,
     tokenize_dataset,
@@ -107,11 +110,14 @@ def resolve_precision(requested: str, device: torch.device) -> str:
 
 
 def lr_lambda(step: int, warmup: int, total: int, decay: str) -> float:
-    """Multiplier of the base LR: linear warm-up, then linear or cosine decay to 0 (or constant)."""
+    """Multiplier of the base LR: linear warm-up, then linear or cosine decay to 0, constant, or the inverse
+    square root of the step (``sqrt(warmup / step)``, DiffusionBERT's released training code)."""
     if step < warmup:
         return (step + 1) / warmup
     if decay == "constant":
         return 1.0
+    if decay == "inverse_sqrt":
+        return math.sqrt(max(warmup, 1) / max(step, 1))
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return 1.0 - progress if decay == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
 
@@ -286,10 +292,22 @@ class Trainer:
             tokenizer.chat_template = chat_template_of(tokenizer, self.cfg.data.chat_template)
         return model, tokenizer
 
-    def _data(self) -> tuple[ResumableDataLoader, list[dict[str, torch.Tensor]] | None]:
-        """The shuffled, resumable training loader and the validation batches (file order) if any."""
+    def _data(self) -> tuple[ResumableDataLoader | PackedStream, list[dict[str, torch.Tensor]] | None]:
+        """The shuffled, resumable training loader (a packed stream with ``data.streaming``) and the
+        validation batches (file order) if any."""
         cfg, t = self.cfg, self.cfg.training
         pad_id = self.tokenizer.pad_token_id
+        if cfg.data.streaming:
+            self.source_length = None
+            stream = PackedStream(
+                corpus_files(cfg.data.train_file),
+                self.tokenizer,
+                cfg.data.max_length,
+                field=cfg.data.field,
+                seed=t.seed,
+                shuffle_rows=cfg.data.shuffle_rows,
+            )
+            return stream, self._valid_batches()
         train = _load_split(cfg.data.train_file, cfg, self.tokenizer, cfg.data.max_train_examples)
         if len(train.dataset) < t.batch_size:
             raise DataError(
@@ -307,27 +325,36 @@ class Trainer:
             seed=t.seed,
             layout=cfg.data.layout,
             pad_token_id=pad_id,
+            cls_token_id=self.tokenizer.cls_token_id,
             drop_last=True,
         )
+        return train_loader, self._valid_batches()
+
+    def _valid_batches(self) -> list[dict[str, torch.Tensor]] | None:
+        """The validation batches, in file order (not length-sorted: the first ``eval_batches`` of them are
+        a fair subset of the file), if there is a validation file."""
+        cfg = self.cfg
         if not cfg.data.valid_file:
-            return train_loader, None
+            return None
         valid = _load_split(cfg.data.valid_file, cfg, self.tokenizer, cfg.data.max_valid_examples)
-        # file order, not length-sorted: the first eval_batches batches are a fair subset of the file
         loader = make_dataloader(
             valid.dataset,
-            t.batch_size,
+            cfg.training.batch_size,
             shuffle=False,
             layout=cfg.data.layout,
-            pad_token_id=pad_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+            cls_token_id=self.tokenizer.cls_token_id,
             bucket_batches=1,
         )
-        return train_loader, list(loader)
+        return list(loader)
 
     def _token_counts(self) -> torch.Tensor | None:
         """The training split's token counts when the schedule is built from them (spindle), else None."""
         data = self.cfg.data
         if not needs_token_counts(self.cfg.diffusion):
             return None
+        if isinstance(self.train_loader, PackedStream):
+            return cached_stream_counts(self.train_loader.files, self.tokenizer, data.field, data.cache_dir)
         return cached_token_counts(
             data.train_file,
             self.tokenizer,
@@ -471,6 +498,11 @@ class Trainer:
 
     def _batches(self) -> Iterator[dict[str, torch.Tensor]]:
         """Global batches from the saved data position on, epoch after epoch."""
+        if isinstance(self.train_loader, PackedStream):  # its position is its own state
+            for batch in self.train_loader.batches(self.cfg.training.batch_size):
+                self.state.epoch = self.train_loader.epoch
+                self.state.batch_in_epoch += 1
+                yield batch
         while True:
             self.train_loader.set_epoch(self.state.epoch, start_index=self.state.batch_in_epoch)
             for batch in self.train_loader:
@@ -625,6 +657,8 @@ class Trainer:
         }
         if ema is not None:
             states["ema"] = ema
+        if isinstance(self.train_loader, PackedStream):
+            states["stream"] = self.train_loader.state()
         save_training_checkpoint(
             self.ckpt_dir,
             self.state.step,
@@ -642,6 +676,8 @@ class Trainer:
         else:
             self.optimizer.load_state_dict(optimizer_state)
         self.scheduler.load_state_dict(load_state(directory, "scheduler"))
+        if isinstance(self.train_loader, PackedStream):
+            self.train_loader.load_state(load_state(directory, "stream"))
         rng = load_state(directory, "rng")
         self.generator.set_state(rng["generator"])
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
