@@ -3,7 +3,8 @@
 Built on accelerate, so the same loop runs on a CPU, one GPU, or many (``torchrun`` / ``accelerate launch``).
 Every process reads the same global batch and draws the same corruption from one seeded generator, then
 trains on its own slice of rows; the loss is normalised by the global token count, so N processes follow
-the same trajectory as one (up to float reduction order and dropout noise). Each process keeps its own
+the same trajectory as one (up to float reduction order and dropout noise), whether each holds the whole
+model (DDP) or a shard of every layer (``training.distributed: fsdp``, :mod:`.sharding`). Each process keeps its own
 dropout stream, and a checkpoint stores every process's, so a resumed run repeats the uninterrupted one bit
 for bit. A step whose loss or gradient is not finite is skipped (counted and logged); too many in a row stop
 the run with :class:`~diffusionbert.errors.TrainingError`, before anything diverged is saved.
