@@ -178,19 +178,29 @@ def test_two_processes_train_like_one(tiny_config):
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-4
 
 
-def test_two_processes_with_dropout_resume_bit_for_bit(tiny_config):
+@pytest.mark.parametrize("distributed", ["ddp", "fsdp"])
+def test_two_processes_with_dropout_resume_bit_for_bit(tiny_config, distributed):
     """Each process has its own dropout stream; a checkpoint keeps both, so a resumed 2-process run of the
     real backbone (MiniLM, dropout 0.1) repeats the uninterrupted one exactly (a constant LR, so stopping at
-    step 3 and resuming to 6 with a larger max_steps changes nothing else)."""
+    step 3 and resuming to 6 with a larger max_steps changes nothing else), whole or sharded: writing a
+    checkpoint draws nothing from the dropout streams."""
     path, _ = tiny_config(
         model={"backbone": "minilm"},
-        training={"max_steps": 6, "save_every": 0, "eval_every": 0, "lr_decay": "constant"},
+        training={
+            "max_steps": 6,
+            "save_every": 0,
+            "eval_every": 0,
+            "lr_decay": "constant",
+            "distributed": distributed,
+        },
     )
     base = path.parent
     _torchrun("train", "--config", str(path), "--output-dir", str(base / "whole"))
     _torchrun("train", "--config", str(path), "--output-dir", str(base / "parts"), "--max-steps", "3")
     resumed = _torchrun("train", "--config", str(path), "--output-dir", str(base / "parts"), "--resume")
     assert "training.max_steps 3 -> 6" in resumed.stdout
+    setup = json.loads((base / "parts" / "log.jsonl").read_text().splitlines()[0])
+    assert (setup["distributed"], setup["processes"]) == (distributed, 2)
     whole, parts = _losses(base / "whole"), _losses(base / "parts")
     assert sorted(parts) == list(range(1, 7)) and parts == whole  # exact float equality, every step
     rng = load_file(str(base / "parts" / "checkpoints" / "step-0000006" / "rng.safetensors"))

@@ -612,7 +612,8 @@ class Trainer:
         averaged = self._full_ema() if ema else None
         if not self.is_main:
             return None
-        whole = get_method(self.cfg.diffusion.objective).model(model.config)
+        with torch.random.fork_rng(devices=[]):  # its random init must not move the dropout stream
+            whole = get_method(self.cfg.diffusion.objective).model(model.config)
         whole.load_state_dict(state)
         if averaged is not None:
             copy_weights(whole, averaged)
