@@ -215,7 +215,8 @@ def test_fsdp_shards_the_layers_trains_like_one_process_and_resumes_exactly(tiny
     """``training.distributed=fsdp`` under two gloo processes: the same loss trajectory and final weights as
     one process (up to float reduction order), with gradient accumulation and EMA on (a tied embedding gets
     its average too); a run stopped at step 3 and resumed under FSDP repeats the uninterrupted FSDP run
-    exactly, and its checkpoints are whole, in the layout a single process writes."""
+    exactly, and its checkpoints are whole, in the layout a single process writes, so a DDP run resumes under
+    FSDP too."""
     path, _ = tiny_config(
         training={
             "max_steps": 6,
@@ -233,6 +234,9 @@ def test_fsdp_shards_the_layers_trains_like_one_process_and_resumes_exactly(tiny
     _torchrun("train", "--config", str(path), "--output-dir", str(base / "whole"))
     _torchrun("train", "--config", str(path), "--output-dir", str(base / "parts"), "--max-steps", "3")
     _torchrun("train", "--config", str(path), "--output-dir", str(base / "parts"), "--resume")
+    ddp = ["training.distributed=ddp", "--output-dir", str(base / "mixed"), "--max-steps", "3"]
+    _torchrun("train", "--config", str(path), *ddp)
+    _torchrun("train", "--config", str(path), "--output-dir", str(base / "mixed"), "--resume")
     records = [json.loads(line) for line in (base / "whole" / "log.jsonl").read_text().splitlines()]
     assert {(r["distributed"], r["processes"]) for r in records if "distributed" in r} == {("fsdp", 2)}
     single, whole, parts = _losses(base / "one"), _losses(base / "whole"), _losses(base / "parts")
@@ -240,6 +244,12 @@ def test_fsdp_shards_the_layers_trains_like_one_process_and_resumes_exactly(tiny
     for step in single:
         assert whole[step] == pytest.approx(single[step], rel=1e-4)
     assert parts == whole  # resumed under FSDP: exact float equality, every step
+    mixed = _losses(
+        base / "mixed"
+    )  # three steps under DDP, resumed under FSDP from the same whole checkpoint
+    assert sorted(mixed) == list(range(1, 7)) and all(
+        mixed[s] == pytest.approx(whole[s], rel=1e-4) for s in whole
+    )
     finals = {
         run: load_file(str(base / run / "final" / "model.safetensors")) for run in ("one", "whole", "parts")
     }

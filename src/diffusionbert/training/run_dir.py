@@ -132,13 +132,15 @@ MAY_CHANGE_ON_RESUME = (
     "training.keep_last",
     "training.log_every",
     "training.max_nonfinite_in_row",
+    "training.distributed",
     "data.valid_file",
     "data.max_valid_examples",
     "data.cache_dir",
     "sampling.*",
 )
-"""Settings a resumed run may change: how long it runs, how often it evaluates, logs and saves, and what it
-validates on. Every other one shapes the model, the objective or the optimisation, and a change is refused."""
+"""Settings a resumed run may change: how long it runs, how often it evaluates, logs and saves, what it
+validates on, and how its processes share the model (checkpoints are whole either way). Every other one shapes
+the model, the objective or the optimisation, and a change is refused."""
 
 
 def resume_changes(saved: Config, requested: Config, checkpoint: Path) -> dict[str, tuple[Any, Any]]:
