@@ -499,11 +499,12 @@ class Trainer:
 
     def _batches(self) -> Iterator[dict[str, torch.Tensor]]:
         """Global batches from the saved data position on, epoch after epoch."""
-        if isinstance(self.train_loader, PackedStream):  # its position is its own state
+        if isinstance(self.train_loader, PackedStream):  # endless; its position is its own state
             for batch in self.train_loader.batches(self.cfg.training.batch_size):
                 self.state.epoch = self.train_loader.epoch
                 self.state.batch_in_epoch += 1
                 yield batch
+            return
         while True:
             self.train_loader.set_epoch(self.state.epoch, start_index=self.state.batch_in_epoch)
             for batch in self.train_loader:

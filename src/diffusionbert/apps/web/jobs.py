@@ -89,7 +89,7 @@ class Request:
         sampler = body.get("sampler") or None
         if sampler is not None and not isinstance(sampler, str):
             raise ConfigError(f"sampler={sampler!r} is not valid; allowed: a name")
-        block_length = _integer(body, "block_length", None, minimum=1, optional=True)
+        block_length = _integer(body, "block_length", None, minimum=1)
         if block_length is not None and not pipe.masked_loop:
             raise ConfigError("block_length does not apply to this model; allowed: null")
         return cls(
@@ -98,7 +98,7 @@ class Request:
             messages=messages,
             sampler=pipe.resolve_sampler(sampler),
             steps=_integer(body, "steps", DEFAULT_STEPS, minimum=1, maximum=MAX_STEPS),
-            length=_integer(body, "length", None, minimum=1, optional=True),
+            length=_integer(body, "length", None, minimum=1),
             temperature=_number(body, "temperature", 1.0),
             top_k=_integer(body, "top_k", 0, minimum=0),
             top_p=_number(body, "top_p", 1.0),
@@ -115,17 +115,12 @@ _TEXT_HINT = {
 
 
 def _integer(
-    body: Mapping[str, object],
-    name: str,
-    default: int | None,
-    *,
-    minimum: int,
-    maximum: int | None = None,
-    optional: bool = False,
+    body: Mapping[str, object], name: str, default: int | None, *, minimum: int, maximum: int | None = None
 ) -> Any:
-    """``body[name]`` as an integer in [minimum, maximum] (missing: ``default``; null allowed if ``optional``)."""
+    """``body[name]`` as an integer in [minimum, maximum] (missing: ``default``; null allowed where the
+    default is null)."""
     value = body.get(name, default)
-    if value is None and (optional or default is None):
+    if value is None and default is None:
         return None
     is_integer = isinstance(value, int) and not isinstance(value, bool)
     if not is_integer or value < minimum or (maximum is not None and value > maximum):
