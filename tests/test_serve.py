@@ -211,9 +211,13 @@ def test_a_chat_keeps_its_conversation_and_answers_like_pipe_chat(browser, chat_
     page = _open(browser, chat_server)
     assert [tab.get_attribute("id") for tab in page.query_selector_all("#modes button")] == ["mode-chat"]
     conversation = []
-    for question in ("describe the red cat", "where is the dog"):
+    for turn, question in enumerate(("describe the red cat", "where is the dog")):
         conversation.append({"role": "user", "content": question})
-        _start(page, "chat", question, steps=8, seed=3)
+        if turn == 0:
+            _start(page, "chat", question, steps=8, seed=3)
+        else:  # Enter sends too
+            page.fill("#chat-text", question)
+            page.press("#chat-text", "Enter")
         answer = _finish(page)
         assert answer == pipe.chat(conversation, steps=8, seed=3).text
         conversation.append({"role": "assistant", "content": answer})

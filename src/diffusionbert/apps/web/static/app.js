@@ -58,6 +58,14 @@ async function init() {
   for (const element of document.querySelectorAll(".sharpening")) element.classList.toggle("hidden", !info.sharpens);
   for (const element of document.querySelectorAll(".live-only")) element.classList.toggle("hidden", !info.live);
   $("generate").addEventListener("click", start);
+  for (const id of ["prompt-text", "infill-text", "source-text", "chat-text"]) {
+    $(id).addEventListener("keydown", (event) => {  // Enter sends, Shift+Enter breaks the line
+      if (event.key === "Enter" && !event.shiftKey && !$("generate").disabled) {
+        event.preventDefault();
+        start();
+      }
+    });
+  }
   $("stop").addEventListener("click", () => page.controller && page.controller.abort());
   $("step-slider").addEventListener("input", () => render(Number($("step-slider").value)));
   $("chat-reset").addEventListener("click", () => { page.conversation = []; drawConversation(); });
