@@ -48,7 +48,7 @@ test: $(STAMP) browser
 test-gpu: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest tests/test_gpu.py -rs $(PYTEST_ARGS)
 
-# Debian's Chromium for the live page's browser tests (tests/test_serve.py), installed once when missing.
+# Debian's Chromium for the live page's browser tests (tests/apps/test_serve.py), installed once when missing.
 browser:
 	@bash tools/install_browser.sh
 

@@ -10,7 +10,7 @@ from diffusionbert.config import load_config
 from diffusionbert.methods import METHODS
 from diffusionbert.sampling import load_pipeline
 from diffusionbert.training import Trainer, train
-from diffusionbert.training.trainer import resolve_precision
+from diffusionbert.training.build import resolve_precision
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="no CUDA device here: make test-gpu runs these on a GPU machine"
@@ -26,8 +26,10 @@ def test_every_objective_trains_and_samples_on_cuda(tiny_config, objective) -> N
     result = train(load_config(path), progress=False, device="cuda")
     assert result.steps == 3
     pipe = load_pipeline(out / "final", device="cuda")
-    texts = pipe(2, 8, 8, seed=0).texts
-    assert len(texts) == 2 and pipe(2, 8, 8, seed=0).texts == texts  # seeded on the GPU too
+    texts = pipe(num_samples=2, length=8, steps=8, seed=0).texts
+    assert (
+        len(texts) == 2 and pipe(num_samples=2, length=8, steps=8, seed=0).texts == texts
+    )  # seeded on the GPU too
 
 
 def test_the_bf16_bound_agrees_with_fp32(tiny_config) -> None:

@@ -111,13 +111,13 @@ def test_the_method_name_check_catches_each_kind_of_test(source):
 
 def test_the_method_name_check_fails_make_lint_on_a_copy_with_one(tmp_path):
     tree = _copy_tree(tmp_path) / "src" / "diffusionbert"
-    (tree / "sampling" / "pipeline.py").write_text(
-        (tree / "sampling" / "pipeline.py").read_text() + '\n\nIS_AR = "ar" == "ar"\n'
+    (tree / "sampling" / "pipelines" / "base.py").write_text(
+        (tree / "sampling" / "pipelines" / "base.py").read_text() + '\n\nIS_AR = "ar" == "ar"\n'
     )
     script = ROOT / "tools" / "check_method_names.py"
     proc = subprocess.run(
         [sys.executable, str(script), str(tree)], capture_output=True, text=True, timeout=120
     )
-    assert proc.returncode == 1 and "sampling/pipeline.py" in proc.stdout
+    assert proc.returncode == 1 and "sampling/pipelines/base.py" in proc.stdout
     ok = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stdout + ok.stderr

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Make sure a Chromium is there for the live page's browser tests (tests/test_serve.py): Debian's package,
+# Make sure a Chromium is there for the live page's browser tests (tests/apps/test_serve.py): Debian's package,
 # installed once when missing and when this runs as root with apt-get. Never fails the caller: without a
 # browser those tests skip and say why.
 set -u

@@ -27,7 +27,7 @@ def main() -> int:
     parser.add_argument("--checkpoint", default="runs/demo/final")
     parser.add_argument("--out", default="docs/img", help="folder for serve.png and serve.gif")
     parser.add_argument("--source", default=SOURCE)
-    parser.add_argument("--steps", type=int, default=64)
+    parser.add_argument("--steps", type=int, help="denoising steps (default: the model's saved decoding)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--frame-ms", type=int, default=110, help="how long each state shows in the GIF")
     args = parser.parse_args()
@@ -63,7 +63,8 @@ def main() -> int:
             page.wait_for_selector("body[data-phase=idle]")
             page.click("#mode-source")
             page.fill("#source-text", args.source)
-            page.fill("#steps", str(args.steps))
+            if args.steps is not None:
+                page.fill("#steps", str(args.steps))
             page.fill("#seed", str(args.seed))
             page.select_option("#pace", "0")
             page.click("#generate")

@@ -2,7 +2,9 @@
 
 A model directory (``final/`` or ``checkpoints/step-N/model``) is a Hugging Face directory (config.json,
 model.safetensors, tokenizer files) plus ``diffusion.json`` (the model and objective settings, and what data
-the model was trained on: plain texts or source/target pairs) and, for the spindle schedule,
+the model was trained on: plain texts or source/target pairs), ``decoding.json`` (the model's default
+decoding: the run's ``sampling:`` section, like transformers' ``generation_config.json``; a directory
+without one decodes with the library's defaults) and, for the spindle schedule,
 ``token_counts.safetensors``: everything the sampler and evaluator need.
 A training checkpoint adds optimizer, LR scheduler, EMA, RNG and data-position state for exact resume, and
 the run's whole config (``run_config.json``), which a resumed run is checked against.
@@ -16,7 +18,7 @@ import json
 import re
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .config import Config, DiffusionConfig, ModelConfig, config_from_dict
+from .config import Config, DecodingConfig, DiffusionConfig, ModelConfig, config_from_dict
 from .diffusion.self_prompt import SelfPrompt, self_prompt_layout
 from .errors import CheckpointError, ConfigError, first_line
 from .methods import Method, get_method
@@ -39,6 +41,7 @@ from .utils.io import (
 )
 
 DIFFUSION_FILE = "diffusion.json"
+DECODING_FILE = "decoding.json"
 COUNTS_FILE = "token_counts.safetensors"
 RUN_CONFIG_FILE = "run_config.json"
 TRAINING_STATES = ("trainer", "optimizer", "scheduler", "rng")
@@ -71,7 +74,9 @@ def save_model_dir(
     write_json(
         directory / DIFFUSION_FILE,
         {"model": asdict(cfg.model), "diffusion": asdict(cfg.diffusion), "data": data},
+        sort_keys=True,
     )
+    write_json(directory / DECODING_FILE, cfg.sampling.to_dict(), sort_keys=True)
     if token_counts is not None:
         save_file({"counts": token_counts.contiguous()}, str(directory / COUNTS_FILE))
 
@@ -106,7 +111,7 @@ def save_training_checkpoint(
         write_model(tmp / "model")
         for name, state in states.items():
             save_state(tmp, name, state)
-        write_json(tmp / RUN_CONFIG_FILE, cfg.to_dict())
+        write_json(tmp / RUN_CONFIG_FILE, cfg.to_dict(), sort_keys=True)
     prune_checkpoints(checkpoints_dir, keep_last)
     return target
 
@@ -160,6 +165,8 @@ class LoadedModel:
     chat: bool = False
     """Trained on chat records (``data.format: chat``): its sources are conversations rendered by its
     tokenizer's chat template."""
+    decoding: DecodingConfig = field(default_factory=DecodingConfig)
+    """Its default decoding (``decoding.json``; the library's defaults where the directory has none)."""
 
     @property
     def method(self) -> Method:
@@ -204,6 +211,11 @@ def load_model_dir(directory: str | Path, device: torch.device | str | None = No
         model.to(device)
     model.eval()
     data = meta.get("data") if isinstance(meta.get("data"), dict) else {}
+    decoding = DecodingConfig()
+    if (directory / DECODING_FILE).is_file():
+        decoding = DecodingConfig.from_dict(
+            read_json(directory / DECODING_FILE), str(directory / DECODING_FILE)
+        )
     return LoadedModel(
         directory,
         model,
@@ -218,6 +230,7 @@ def load_model_dir(directory: str | Path, device: torch.device | str | None = No
         data.get("source_length"),
         data.get("max_length"),
         data.get("format") == "chat",
+        decoding,
     )
 
 

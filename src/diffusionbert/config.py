@@ -141,21 +141,138 @@ class TrainingConfig:
     max_nonfinite_in_row: int = 5
 
 
-@dataclass(frozen=True)
-class SamplingConfig:
-    """Defaults for ``diffusionbert sample`` and the samples in reports."""
+ENDS = ("generated", "predicted")
+"""Where a generated text ends: at its first generated [SEP], or at the length the model predicts for it
+(:mod:`~diffusionbert.diffusion.length`)."""
 
-    sampler: str = "ancestral"
-    num_samples: int = 8
-    length: int = 32
-    steps: int = 64
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    seed: int = 0
-    batch_size: int = 32
-    # classifier-free guidance weight of the demo's conditional texts (a model trained with source dropout)
-    guidance: float = 0.0
+
+DEFAULT_LENGTH = 32
+"""The generated positions of a text when a decoding names no length and the model has no target window for
+it (E2E references average ~28 tokens; a window of 48 made its texts ramble, docs/results-e2e.md)."""
+DEFAULT_ANSWER_LENGTH = 64
+"""The answer window of a chat model trained without a target window."""
+
+
+def check_sharpening(temperature: float, top_k: int, top_p: float) -> None:
+    """Reject a temperature, top-k or top-p that no draw can honour (one-line errors)."""
+    if not temperature >= 0:
+        raise ConfigError(f"temperature={temperature!r} is not valid; allowed: temperature >= 0")
+    if top_k < 0:
+        raise ConfigError(f"top_k={top_k!r} is not valid; allowed: 0 (off) or a positive count")
+    if not 0 < top_p <= 1:
+        raise ConfigError(f"top_p={top_p!r} is not valid; allowed: 0 < top_p <= 1")
+
+
+def _option(default: Any, help: str) -> Any:
+    """A decoding option: its default and the help text its command-line flag shows."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class DecodingConfig:
+    """Every option of one decode, in one object (like transformers' ``GenerationConfig``).
+
+    A run's ``sampling:`` section is saved with its model (``decoding.json``) as the model's default decoding;
+    every entry point (``pipe(...)``, ``sample``, ``generate``, ``evaluate``, ``chat``, ``serve``, the
+    demo) starts from it, and a call overrides single options (``pipe(steps=8)``) or passes a whole
+    config (``pipe(config=DecodingConfig(...))``). Values are checked here, once, each bad one a one-line
+    :class:`~diffusionbert.errors.ConfigError`; what a given model supports (its samplers, ends, blocks,
+    guidance, sharpening) is its pipeline's to check. ``None`` means "the model's own": its sampler, its
+    window, its end. See docs/architecture.md for how to add an option.
+    """
+
+    sampler: str | None = _option(
+        None,
+        "the model's own by default: ancestral for diffusion models (or cached | tweedie | confidence | "
+        "threshold | gibbs | routing), autoregressive for AR models (or greedy | beam | beam:N, left to "
+        "right with a key-value cache), clamped or ancestral for Gaussian ones",
+    )
+    steps: int = _option(64, "denoising steps (network calls at most); left-to-right decoding ignores it")
+    length: int | None = _option(
+        None,
+        "generated positions (a generated [SEP] ends a text earlier); default: with a source (or a chat) "
+        "the model's data.target_window when it has one, else 32 (a chat answer 64)",
+    )
+    end: str | None = _option(
+        None,
+        "generated: a text ends at its first generated [SEP]; predicted: decode the length the model "
+        "predicts (a model trained with data.target_window, in that window); default: predicted where it "
+        "applies, else generated",
+    )
+    block_length: int | None = _option(
+        None,
+        "decode in blocks of this many positions, left to right, each in --steps steps "
+        "(semi-autoregressive, LLaDA); a text stops after the block with its [SEP]",
+    )
+    temperature: float = _option(1.0, "divides the log-probabilities before a draw (0: the most likely)")
+    top_k: int = _option(0, "sample from the k most likely tokens (0: all)")
+    top_p: float = _option(1.0, "nucleus sampling mass (1: all)")
+    guidance: float = _option(
+        0.0, "classifier-free guidance weight, with a source (a model trained with source dropout)"
+    )
+    num_samples: int = _option(1, "texts per source or prompt (without one: the number of texts)")
+    mbr: bool = _option(False, "keep the minimum-Bayes-risk text (BLEU) of each source's samples (generate)")
+    seed: int = _option(0, "seed of the draws (sample i of a call draws from its own generator)")
+    batch_size: int = _option(32, "rows per network call (across sources)")
+    sampler_options: dict[str, float | str] = field(
+        default_factory=dict,
+        metadata={
+            "help": "the sampler's own options, NAME=VALUE (e.g. threshold=0.8 for threshold, "
+            "schedule=linear or choice_temperature=2 for confidence)"
+        },
+    )
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{f.name}={value!r} is not valid; allowed: a finite number")
+        if self.sampler is not None and (not isinstance(self.sampler, str) or not self.sampler):
+            raise ConfigError(f"sampler={self.sampler!r} is not valid; allowed: a sampler name")
+        for name in ("steps", "num_samples", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)!r} is not valid; allowed: {name} >= 1")
+        for name in ("length", "block_length"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)!r} is not valid; allowed: {name} >= 1")
+        if self.end is not None and self.end not in ENDS:
+            raise invalid_choice("end", self.end, ENDS)
+        check_sharpening(self.temperature, self.top_k, self.top_p)
+        if self.guidance < 0:
+            raise ConfigError(f"guidance={self.guidance} is not valid; allowed: a finite number >= 0")
+        if self.seed < 0:
+            raise ConfigError(f"seed={self.seed} is not valid; allowed: seed >= 0")
+        shared = sorted(set(self.sampler_options) & {"temperature", "top_k", "top_p"})
+        if shared:
+            raise ConfigError(
+                f"sampler_options names {shared[0]}; allowed: {shared[0]} as a decoding option of its own"
+            )
+        if self.mbr and self.num_samples < 2:
+            raise ConfigError("mbr chooses among several samples; allowed: num_samples >= 2 with mbr")
+
+    @property
+    def sharpened(self) -> bool:
+        """Whether temperature, top-k or top-p reshape the model's distribution."""
+        return (self.temperature, self.top_k, self.top_p) != (1.0, 0, 1.0)
+
+    def replace(self, **options: Any) -> DecodingConfig:
+        """This config with ``options`` changed, each checked (an unknown name is refused with the nearest
+        valid one; a value of the wrong type, e.g. from JSON, is a one-line error)."""
+        return _section(DecodingConfig, "", options, base=self)
+
+    @classmethod
+    def from_dict(cls, raw: Any, where: str) -> DecodingConfig:
+        """A config from a mapping (``decoding.json``, a request body), checked like :meth:`replace`;
+        ``where`` names the source in errors."""
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where} must be a mapping of decoding options, got {type(raw).__name__}")
+        try:
+            return cls().replace(**{str(key): value for key, value in raw.items()})
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -166,7 +283,8 @@ class Config:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     data: DataConfig = field(default_factory=DataConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    sampling: DecodingConfig = field(default_factory=DecodingConfig)
+    """The model's default decoding (saved with it as ``decoding.json``)."""
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -226,9 +344,6 @@ def _validate(cfg: Config) -> None:
         ("training.keep_last", t.keep_last),
         ("training.log_every", t.log_every),
         ("training.max_nonfinite_in_row", t.max_nonfinite_in_row),
-        ("sampling.num_samples", cfg.sampling.num_samples),
-        ("sampling.length", cfg.sampling.length),
-        ("sampling.steps", cfg.sampling.steps),
     ):
         _check_positive(name, value)
     for name, value in (
@@ -315,6 +430,13 @@ def _coerce(path: str, value: Any, annotation: Any) -> Any:
             return None
         inner = [o for o in options if o is not type(None)]
         return _coerce(path, value, inner[0])
+    if origin is dict:  # names to numbers or names (a sampler's own options)
+        if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
+            raise ConfigError(f"{path}={value!r} is not valid; expected a mapping of names to values")
+        for key, item in value.items():
+            if isinstance(item, bool) or not isinstance(item, int | float | str):
+                raise ConfigError(f"{path}.{key}={item!r} is not valid; expected a number or a name")
+        return dict(value)
     if annotation is float and isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
         with contextlib.suppress(ValueError):
             return float(value)
@@ -352,15 +474,24 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
             values = {}
         if not isinstance(values, dict):
             raise ConfigError(f"config section {section!r} must be a mapping, got {values!r}")
-        hints = typing.get_type_hints(cls)
-        names = [f.name for f in dataclasses.fields(cls)]
-        kwargs = {}
-        for key, value in values.items():
-            if key not in names:
-                raise _unknown("config key", f"{section}.{key}", [f"{section}.{n}" for n in names])
-            kwargs[key] = _coerce(f"{section}.{key}", value, hints[key])
-        built[section] = cls(**kwargs)
+        built[section] = _section(cls, section, values)
     return Config(**built)
+
+
+def _section(cls: type, section: str, values: dict[str, Any], base: Any = None) -> Any:
+    """The dataclass ``cls`` with ``values`` over ``base`` (default: its defaults), every key checked (an
+    unknown one named with the nearest valid) and every value coerced to its field's type; ``section``
+    prefixes the names in messages (``""``: the bare option names of a call)."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    prefix = f"{section}." if section else ""
+    kwargs = {}
+    for key, value in values.items():
+        if key not in names:
+            kind = "config key" if section else f"{cls.__name__} option"
+            raise _unknown(kind, f"{prefix}{key}", [f"{prefix}{n}" for n in names])
+        kwargs[key] = _coerce(f"{prefix}{key}", value, hints[key])
+    return cls(**kwargs) if base is None else dataclasses.replace(base, **kwargs)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

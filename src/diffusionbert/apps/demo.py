@@ -17,12 +17,13 @@ from pathlib import Path
 
 import torch
 
-from ..config import Config, load_config
+from ..config import Config, DecodingConfig, load_config
 from ..errors import ConfigError, DataError
 from ..evaluation.conditional import ConditionalScores
-from ..evaluation.generation import Generation, generate_file, read_references
+from ..evaluation.generation import Generation, SourceFile, generate_file, read_references
 from ..evaluation.slots import check_slots, references_error_rate, self_contradictions
 from ..sampling import load_pipeline
+from ..sampling.pipelines import Conditioning
 from ..training import train_or_reuse
 from ..utils.io import atomic_file
 from ..utils.runtime import default_device, machine_description
@@ -30,6 +31,8 @@ from ..utils.runtime import default_device, machine_description
 EXAMPLES_FILE = "../shared/data/e2e/test.csv"
 EXAMPLE_SOURCES = 6
 SCORED_SOURCES = 200
+UNCONDITIONAL_TEXTS = 6
+"""Texts the report shows written without an MR."""
 
 
 @dataclass(frozen=True)
@@ -120,42 +123,18 @@ def run_demo(
         print("(pass --fresh to train again)")
     train_seconds = time.perf_counter() - started
 
-    s, final = cfg.sampling, out / "final"
-    decoding = {
-        "sampler": s.sampler,
-        "length": s.length,
-        "steps": s.steps,
-        "guidance": s.guidance,
-        "seed": s.seed,
-        "batch_size": s.batch_size,
-        "device": device,
-        "progress": progress,
-    }
+    # everything decodes with the model's saved decoding (the config's sampling section)
+    pipe = load_pipeline(out / "final", default_device(device))
+    d = cfg.data
     started = time.perf_counter()
-    described = generate_file(final, examples, cfg.data.source_field, max_sources=EXAMPLE_SOURCES, **decoding)
-    scored = generate_file(
-        final,
-        cfg.data.valid_file,
-        cfg.data.source_field,
-        reference_field=cfg.data.field,
-        e2e=True,
-        max_sources=SCORED_SOURCES,
-        **decoding,
+    described = generate_file(
+        pipe, SourceFile(examples, d.source_field, max_sources=EXAMPLE_SOURCES), progress=progress
     )
+    valid = SourceFile(d.valid_file, d.source_field, d.field, SCORED_SOURCES)
+    scored = generate_file(pipe, valid, e2e=True, progress=progress)
     generate_seconds = time.perf_counter() - started
     assert scored.scores is not None  # references were given
-    pipe = load_pipeline(final, default_device(device))
-    unconditional = pipe(
-        num_samples=s.num_samples,
-        length=s.length,
-        steps=s.steps,
-        sampler=s.sampler,
-        temperature=s.temperature,
-        top_k=s.top_k,
-        top_p=s.top_p,
-        seed=s.seed,
-        progress=progress,
-    )
+    unconditional = pipe(num_samples=UNCONDITIONAL_TEXTS, progress=progress)
     records = _log_records(out / "log.jsonl")
     _loss_curve(records, out / "loss_curve.png")
     valid = [r for r in records if "valid_nats_per_token" in r]
@@ -166,8 +145,17 @@ def run_demo(
     )
     references = read_references(cfg.data.valid_file, cfg.data.source_field, cfg.data.field)
     floor = references_error_rate(*(part[:SCORED_SOURCES] for part in references))
+    decoding = pipe.resolve(None, {}, Conditioning(source=described.generations[0].source))
     text = _report(
-        cfg, described.generations, scored.scores, floor, unconditional.texts, valid, examples, timing
+        cfg,
+        decoding,
+        described.generations,
+        scored.scores,
+        floor,
+        unconditional.texts,
+        valid,
+        examples,
+        timing,
     )
     atomic_file(report, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return DemoResult(report, scored.scores, described.generations, list(unconditional.texts), valid_nats)
@@ -175,6 +163,7 @@ def run_demo(
 
 def _report(
     cfg: Config,
+    decoding: DecodingConfig,
     examples: list[Generation],
     scores: ConditionalScores,
     references_ser: float,
@@ -183,8 +172,9 @@ def _report(
     examples_file: str | Path,
     timing: str,
 ) -> str:
-    """The markdown of ``report.md``."""
-    d, t, s = cfg.data, cfg.training, cfg.sampling
+    """The markdown of ``report.md``; ``decoding`` is how the model decoded its texts (its saved decoding,
+    resolved for an MR)."""
+    d, t, s = cfg.data, cfg.training, decoding
     unguided = f"`{s.sampler}` sampler, {s.steps} steps, window {s.length}"
     how = unguided + (f", guidance {s.guidance:g}" if s.guidance else "")
     bound = (

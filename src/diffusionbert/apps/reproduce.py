@@ -12,22 +12,25 @@ evaluation is stored next to its run, keyed by the protocol, so re-running only 
 from __future__ import annotations
 
 import json
-import math
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
-import torch
-import yaml
-
-from ..config import Config, load_config
+from ..config import Config, DecodingConfig, load_config
 from ..errors import ConfigError
-from ..evaluation import EvaluationReport, evaluate_file
-from ..training import train_or_reuse
-from ..utils.io import atomic_file
+from ..evaluation import Evaluation, EvaluationReport, evaluate_file
+from ..utils.io import atomic_file, write_json
 from ..utils.runtime import machine_description
+from .plans import (
+    build_dataclass,
+    discussion_section,
+    named,
+    paired_gap,
+    read_plan,
+    stored_record,
+    train_named,
+    written_at,
+)
 
 LOWER_IS_BETTER = {"ppl_word": True, "nats_token": True, "bleu": False, "self_bleu": True, "gen_ppl": True}
 
@@ -68,6 +71,28 @@ class Protocol:
     batch_size: int = 64
     seed: int = 0
 
+    def evaluation(self, metrics: tuple[str, ...] = ("bound",), judge: Path | None = None) -> Evaluation:
+        """What every row measures on the test file: its bound and, with more ``metrics``, its samples'."""
+        return Evaluation(
+            max_examples=self.max_examples,
+            metrics=metrics,
+            repeats=self.repeats,
+            samples=self.num_samples,
+            judge=judge,
+        )
+
+    def decoding(self, sampler: str | None = None, top_k: int | None = None) -> DecodingConfig:
+        """Every option of the rows' decoding (a row's ``sampler``, its ``top_k`` unless the protocol's),
+        whatever a model's own says; its seed and batch size are the bound's too."""
+        return DecodingConfig(
+            sampler=sampler,
+            steps=self.steps,
+            length=self.length,
+            top_k=self.top_k if top_k is None else top_k,
+            seed=self.seed,
+            batch_size=self.batch_size,
+        )
+
 
 @dataclass(frozen=True)
 class Claim:
@@ -98,46 +123,6 @@ class Plan:
 
     def row(self, name: str) -> Row:
         return named(self.rows, name, "row")
-
-
-_Named = TypeVar("_Named")
-
-
-def named(items: Sequence[_Named], name: str, kind: str) -> _Named:
-    """The item of a plan's list called ``name`` (its ``name`` field), or a one-line error listing them."""
-    for item in items:
-        if item.name == name:
-            return item
-    listed = ", ".join(item.name for item in items)
-    raise ConfigError(f"{kind} {name!r} is not in the plan; {kind}s: {listed}")
-
-
-def check_unique(path: Path, kind: str, names: Sequence[str]) -> None:
-    """A plan's ``kind`` names must be present and unique."""
-    if not names or len(set(names)) != len(names):
-        raise ConfigError(f"reproduction plan {path}: {kind} names must be present and unique: {list(names)}")
-
-
-def read_plan(path: str | Path) -> dict[str, Any]:
-    """The YAML mapping of a plan file (a one-line error when it is missing or not a mapping)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"reproduction plan {path} not found")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    if not isinstance(raw, dict):
-        raise ConfigError(f"reproduction plan {path} must be a YAML mapping")
-    return raw
-
-
-def build_dataclass(cls: type, raw: Any, where: str) -> Any:
-    """A frozen dataclass from a YAML mapping, rejecting unknown keys by name."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where} must be a mapping, got {type(raw).__name__}")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ConfigError(f"{where} has no key {unknown[0]!r}; allowed: {', '.join(sorted(known))}")
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
 
 
 def load_plan(path: str | Path) -> Plan:
@@ -187,27 +172,6 @@ def train_rows(plan: Plan, progress: bool = True, device: str | None = None) -> 
     train_named([(row.name, row.label, row_config(plan, row)) for row in plan.rows], progress, device)
 
 
-def train_named(
-    runs: list[tuple[str, str, Config]], progress: bool = True, device: str | None = None
-) -> None:
-    """Train (or reuse, or resume) each ``(name, label, config)`` in order; each run's training wall time
-    accumulates in its ``timing.json``."""
-    for index, (name, label, cfg) in enumerate(runs):
-        print(f"[{index + 1}/{len(runs)}] {name}: {label}")
-        started = time.perf_counter()
-        if train_or_reuse(cfg, progress=progress, device=device):
-            timing = Path(cfg.training.output_dir) / "timing.json"
-            seconds = time.perf_counter() - started
-            previous = json.loads(timing.read_text())["train_seconds"] if timing.is_file() else 0.0
-            write_json(timing, {"train_seconds": previous + seconds})
-
-
-def write_json(path: Path, value: object) -> None:
-    """Write JSON atomically: a reader never sees half a file."""
-    text = json.dumps(value, indent=2)
-    atomic_file(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
 # ---------------------------------------------------------------------------------------------- evaluation
 
 
@@ -239,21 +203,18 @@ def evaluate_row(plan: Plan, row: Row, progress: bool = True, device: str | None
     run = Path(cfg.training.output_dir)
     stored = run / "evaluation.json"
     judge = Path(row_config(plan, plan.row(plan.judge)).training.output_dir) / "final"
-    top_k = p.top_k if row.top_k is None else row.top_k
-    key = _evaluation_key(plan, cfg, judge) | {"sampler": row.sampler, "top_k": top_k}
+    decoding = p.decoding(row.sampler, row.top_k)
+    key = _evaluation_key(plan, cfg, judge) | {"sampler": row.sampler, "top_k": decoding.top_k}
     if (record := stored_record(stored, key)) is not None:
         return RowResult(**{**record["result"], "samples": tuple(record["result"]["samples"])})
     started = time.perf_counter()
     report: EvaluationReport = evaluate_file(
         run / "final",
-        **_bound_options(p, progress, device),
-        metrics=("bound", "bleu", "self-bleu", "entropy", "gen-ppl"),
-        num_samples=p.num_samples,
-        sampler=row.sampler,
-        steps=p.steps,
-        length=p.length,
-        top_k=top_k,
-        judge=judge,
+        p.test_file,
+        p.evaluation(("bound", "bleu", "self-bleu", "entropy", "gen-ppl"), judge),
+        decoding,
+        device=device,
+        progress=progress,
     )
     timing = run / "timing.json"
     b, s = report.bound, report.samples
@@ -292,31 +253,13 @@ def batch_bounds(plan: Plan, row: Row, progress: bool = True, device: str | None
     key = _evaluation_key(plan, cfg, None)
     if (record := stored_record(stored, key)) is not None:
         return tuple(record["batch_nats_per_token"])
-    report = evaluate_file(run / "final", **_bound_options(plan.protocol, progress, device))
+    p = plan.protocol
+    report = evaluate_file(
+        run / "final", p.test_file, p.evaluation(), p.decoding(), device=device, progress=progress
+    )
     values = report.bound.batch_nats_per_token
     write_json(stored, {"key": key, "batch_nats_per_token": list(values)})
     return values
-
-
-def _bound_options(p: Protocol, progress: bool, device: str | None) -> dict[str, Any]:
-    """The protocol's data and bound settings, as :func:`evaluate_file` takes them: the same for every row."""
-    return {
-        "data": p.test_file,
-        "max_examples": p.max_examples,
-        "batch_size": p.batch_size,
-        "seed": p.seed,
-        "repeats": p.repeats,
-        "progress": progress,
-        "device": device,
-    }
-
-
-def stored_record(path: Path, key: dict[str, object]) -> dict[str, Any] | None:
-    """A stored JSON record if it was computed for ``key``, else None."""
-    if not path.is_file():
-        return None
-    record = json.loads(path.read_text(encoding="utf-8"))
-    return record if record.get("key") == key else None
 
 
 def _evaluation_key(plan: Plan, cfg: Config, judge: Path | None) -> dict[str, object]:
@@ -329,12 +272,6 @@ def _evaluation_key(plan: Plan, cfg: Config, judge: Path | None) -> dict[str, ob
         "config": cfg.to_dict(),
         "weights": weights,
     }
-
-
-def written_at(model_dir: Path) -> int | None:
-    """When a model directory's weights were written (ns), so a retrained row is evaluated again."""
-    weights = model_dir / "model.safetensors"
-    return weights.stat().st_mtime_ns if weights.is_file() else None
 
 
 # ----------------------------------------------------------------------------------------------- the page
@@ -362,15 +299,6 @@ class Verdict:
             return word
         gap = f"{abs(self.gap_in_stderr):.1f} s.e."
         return f"{word}, within noise ({gap})" if abs(self.gap_in_stderr) < 2 else f"{word} ({gap})"
-
-
-def paired_gap(better: tuple[float, ...], worse: tuple[float, ...]) -> float:
-    """Mean per-batch bound difference (worse − better) over its standard error: the batches are the same
-    sentences with the same draws for both rows, so sentence difficulty cancels."""
-    diff = torch.tensor(worse, dtype=torch.float64) - torch.tensor(better, dtype=torch.float64)
-    if len(diff) < 2:
-        raise ConfigError("a paired comparison needs at least two batches; lower protocol.batch_size")
-    return float(diff.mean() / (diff.std() / math.sqrt(len(diff))))
 
 
 def claim_verdicts(
@@ -413,27 +341,6 @@ def convergence_plot(plan: Plan, png: Path) -> None:
     fig.tight_layout()
     fig.savefig(png)
     plt.close(fig)
-
-
-def preserved_discussion(path: Path) -> str:
-    """The hand-written discussion of an existing results page (kept across regenerations)."""
-    if not path.is_file():
-        return "_(no discussion yet)_\n"
-    text = path.read_text(encoding="utf-8")
-    start, end = text.find(DISCUSSION_START), text.find(DISCUSSION_END)
-    if start < 0 or end < start:
-        return "_(no discussion yet)_\n"
-    return text[start + len(DISCUSSION_START) : end].strip("\n") + "\n"
-
-
-def discussion_section(path: Path) -> list[str]:
-    """The lines of a results page's discussion: its heading and the hand-written text of the page at
-    ``path`` between the markers, kept across regenerations."""
-    return ["## Discussion", "", DISCUSSION_START, preserved_discussion(path).rstrip("\n"), DISCUSSION_END]
-
-
-DISCUSSION_START = "<!-- discussion: hand-written, kept when make reproduce regenerates this page -->"
-DISCUSSION_END = "<!-- end of discussion -->"
 
 
 def results_page(

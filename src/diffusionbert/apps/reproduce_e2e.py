@@ -20,16 +20,21 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from ..config import Config, load_config
-from ..errors import ConfigError, invalid_choice
+from ..config import Config, DecodingConfig, load_config
+from ..errors import ConfigError
 from ..evaluation.conditional import ConditionalScores
-from ..evaluation.generation import Generation, generate_file, read_references, score_generations
+from ..evaluation.generation import (
+    Generation,
+    SourceFile,
+    generate_file,
+    read_references,
+    score_generations,
+)
 from ..evaluation.slots import references_error_rate
 from ..methods import LEFT_TO_RIGHT, get_method
-from ..sampling.pipeline import ENDS
-from ..utils.io import atomic_file
+from ..utils.io import atomic_file, write_json
 from ..utils.runtime import machine_description
-from .reproduce import (
+from .plans import (
     build_dataclass,
     check_unique,
     discussion_section,
@@ -37,7 +42,6 @@ from .reproduce import (
     read_plan,
     stored_record,
     train_named,
-    write_json,
     written_at,
 )
 
@@ -55,7 +59,7 @@ class Model:
 class Decoder:
     """A row of the table: how ``model`` generates (``samples`` per source; with ``mbr`` the consensus one is
     kept, else the first; the diversity columns need ``samples`` >= 2; ``end``: where a text ends, see
-    :data:`~diffusionbert.sampling.pipeline.ENDS`)."""
+    :data:`~diffusionbert.config.ENDS`). :meth:`decoding` is the whole decoding it names."""
 
     name: str
     model: str
@@ -66,6 +70,21 @@ class Decoder:
     mbr: bool = False
     guidance: float = 0.0
     end: str = "generated"
+
+    def decoding(self, protocol: Protocol) -> DecodingConfig:
+        """Every option of this row's decoding under ``protocol`` (its window, seed and batch), whatever the
+        model's own decoding says: a row of the table means the same on any model."""
+        return DecodingConfig(
+            sampler=self.sampler,
+            steps=self.steps,
+            length=protocol.length,
+            end=self.end,
+            guidance=self.guidance,
+            num_samples=self.samples,
+            mbr=self.mbr,
+            seed=protocol.seed,
+            batch_size=protocol.batch_size,
+        )
 
 
 @dataclass(frozen=True)
@@ -138,8 +157,10 @@ def load_plan(path: str | Path) -> Plan:
     check_unique(path, "decoder", [d.name for d in plan.decoders])
     for decoder in plan.decoders:
         plan.model(decoder.model)
-        if decoder.end not in ENDS:
-            raise invalid_choice(f"decoder {decoder.name!r}: end", decoder.end, ENDS)
+        try:
+            decoder.decoding(plan.protocol)
+        except ConfigError as exc:
+            raise ConfigError(f"decoder {decoder.name!r}: {exc}") from None
     for name in (plan.diverse_diffusion, plan.diverse_baseline):
         if plan.decoder(name).samples < 2:
             raise ConfigError(f"decoder {name!r} compares diversity; allowed: samples >= 2 for it")
@@ -214,18 +235,8 @@ def evaluate_decoder(
     started = time.perf_counter()
     generated = generate_file(
         model_dir(plan, decoder),
-        p.test_file,
-        p.source_field,
-        samples_per_source=decoder.samples,
-        mbr=decoder.mbr,
-        max_sources=p.max_sources,
-        sampler=decoder.sampler,
-        steps=decoder.steps,
-        length=p.length,
-        guidance=decoder.guidance,
-        end=decoder.end,
-        seed=p.seed,
-        batch_size=p.batch_size,
+        SourceFile(p.test_file, p.source_field, max_sources=p.max_sources),
+        decoder.decoding(p),
         device=device,
         progress=progress,
     )

@@ -22,17 +22,16 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoint import load_model_dir
-from ..config import Config, load_config
+from ..config import DEFAULT_ANSWER_LENGTH, Config, DecodingConfig, load_config
 from ..data.chat import load_chat
-from ..errors import ConfigError, invalid_choice
+from ..errors import ConfigError
 from ..evaluation.conditional import corpus_rouge_l
 from ..evaluation.report import evaluate_file
 from ..methods import LEFT_TO_RIGHT, get_method
 from ..sampling import pipeline_for
-from ..sampling.pipeline import ENDS
-from ..utils.io import atomic_file
+from ..utils.io import atomic_file, write_json
 from ..utils.runtime import default_device, machine_description
-from .reproduce import (
+from .plans import (
     build_dataclass,
     check_unique,
     discussion_section,
@@ -41,7 +40,6 @@ from .reproduce import (
     read_plan,
     stored_record,
     train_named,
-    write_json,
     written_at,
 )
 
@@ -68,7 +66,8 @@ class Model:
 @dataclass(frozen=True)
 class Decoder:
     """A row of the answer table: how ``model`` answers (``block_length``: semi-autoregressive blocks;
-    ``end``: where an answer ends, see :data:`~diffusionbert.sampling.pipeline.ENDS`, None: the default)."""
+    ``end``: where an answer ends, see :data:`~diffusionbert.config.ENDS`, None: the default).
+    :meth:`decoding` is the whole decoding it names."""
 
     name: str
     model: str
@@ -77,6 +76,19 @@ class Decoder:
     steps: int = 64
     block_length: int | None = None
     end: str | None = None
+
+    def decoding(self, protocol: Protocol, length: int) -> DecodingConfig:
+        """Every option of this row's decoding under ``protocol`` (its seed and batch), answers in a window
+        of ``length``, whatever the model's own decoding says."""
+        return DecodingConfig(
+            sampler=self.sampler,
+            steps=self.steps,
+            length=length,
+            end=self.end,
+            block_length=self.block_length,
+            seed=protocol.seed,
+            batch_size=protocol.batch_size,
+        )
 
 
 @dataclass(frozen=True)
@@ -130,8 +142,10 @@ def load_plan(path: str | Path) -> Plan:
     check_unique(path, "decoder", [d.name for d in plan.decoders])
     for decoder in plan.decoders:
         plan.model(decoder.model)
-        if decoder.end is not None and decoder.end not in ENDS:
-            raise invalid_choice(f"decoder {decoder.name!r}: end", decoder.end, ENDS)
+        try:
+            decoder.decoding(plan.protocol, DEFAULT_ANSWER_LENGTH)
+        except ConfigError as exc:
+            raise ConfigError(f"decoder {decoder.name!r}: {exc}") from None
     plan.model(plan.diffusion)
     plan.model(plan.baseline)
     return plan
@@ -267,20 +281,9 @@ def _answer(p: Protocol, final: Path, decoder: Decoder, progress: bool, device: 
     if p.max_answers is not None:
         pairs = pairs.select(range(min(p.max_answers, len(pairs))))
     pipe = pipeline_for(loaded)
-    options: dict[str, Any] = {} if decoder.block_length is None else {"block_length": decoder.block_length}
+    decoding = decoder.decoding(p, loaded.target_window or DEFAULT_ANSWER_LENGTH)
     started = time.perf_counter()
-    out = pipe(
-        num_samples=1,
-        length=loaded.target_window or 64,
-        steps=decoder.steps,
-        sampler=decoder.sampler,
-        source=list(pairs["source"]),
-        end=decoder.end,
-        seed=p.seed,
-        batch_size=p.batch_size,
-        progress=progress,
-        **options,
-    )
+    out = pipe(source=list(pairs["source"]), config=decoding, progress=progress)
     return {
         "seconds": time.perf_counter() - started,
         "sources": list(pairs["source"]),

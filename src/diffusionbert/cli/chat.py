@@ -14,11 +14,12 @@ import sys
 import time
 from typing import TYPE_CHECKING, BinaryIO
 
-from .common import model_options, positive_int
+from .common import decoding_options, decoding_overrides, model_options
 
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from ..config import DecodingConfig
     from ..sampling import Pipeline
 
 COMMANDS = {"/reset": "forget the conversation", "/quit": "end the chat"}
@@ -26,24 +27,13 @@ COMMANDS = {"/reset": "forget the conversation", "/quit": "end the chat"}
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "chat", parents=model_options(), help="talk with a model trained with data.format=chat"
+        "chat",
+        parents=[*model_options(), decoding_options(exclude=("num_samples", "mbr", "batch_size"))],
+        help="talk with a model trained with data.format=chat",
+        description="A conversation in the terminal. --length is the answer window (default: the model's "
+        "data.target_window, else 64); answer n of a conversation draws with seed + n.",
     )
     p.add_argument("--checkpoint", required=True, help="model directory (a run's final/ or a checkpoint)")
-    p.add_argument(
-        "--sampler", help="the model's own by default; confidence is LLaDA's low-confidence remasking"
-    )
-    p.add_argument("--steps", type=positive_int, default=64, help="denoising steps per block")
-    p.add_argument(
-        "--block-length",
-        type=positive_int,
-        help="decode the answer in blocks of this many positions, left to right (semi-autoregressive)",
-    )
-    p.add_argument(
-        "--length", type=positive_int, help="answer window (default: the model's data.target_window, else 64)"
-    )
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0: all)")
-    p.add_argument("--seed", type=int, default=0, help="answer n of the conversation uses seed + n")
     p.add_argument("--system", help="a system message that opens every conversation")
     p.set_defaults(func=run)
 
@@ -57,24 +47,29 @@ def run(args: argparse.Namespace) -> None:
 
     loaded = load_model_dir(args.checkpoint, device=default_device(args.device))
     pipe = pipeline_for(loaded)
-    pipe.chat_window(args.length, args.block_length)  # bad options fail before the first prompt
-    sampler = pipe.resolve_sampler(args.sampler)
+    decoding = pipe.chat_decoding(**decoding_overrides(args))  # bad options fail before the first prompt
     console = Console(highlight=False)
+    blocks = f", blocks of {decoding.block_length}" if decoding.block_length else ""
     console.print(
-        f"[bold]diffusionbert chat[/] with {loaded.directory} ({loaded.method.name}, {sampler}, "
-        f"{args.steps} steps{f', blocks of {args.block_length}' if args.block_length else ''}). "
+        f"[bold]diffusionbert chat[/] with {loaded.directory} ({loaded.method.name}, {decoding.sampler}, "
+        f"{decoding.steps} steps{blocks}). "
         + ", ".join(f"{name} {what}" for name, what in COMMANDS.items())
         + ", Ctrl-C stops an answer."
     )
-    Conversation(pipe, args, console).loop(sys.stdin.buffer)
+    Conversation(pipe, decoding, args.system, console).loop(sys.stdin.buffer)
 
 
 class Conversation:
     """The messages so far and the loop that reads the user's lines and shows the model's answers."""
 
-    def __init__(self, pipe: Pipeline, args: argparse.Namespace, console: Console) -> None:
+    def __init__(
+        self, pipe: Pipeline, decoding: DecodingConfig, system: str | None, console: Console
+    ) -> None:
+        """``decoding`` decodes every answer (answer n of a conversation with its seed + n); ``system`` opens
+        every conversation."""
         self.pipe = pipe
-        self.args = args
+        self.decoding = decoding
+        self.system = system
         self.console = console
         self.messages: list[dict[str, str]] = []
         self.turn = 0
@@ -82,7 +77,7 @@ class Conversation:
 
     def reset(self) -> None:
         """Start over: no messages but the system one."""
-        self.messages = [{"role": "system", "content": self.args.system}] if self.args.system else []
+        self.messages = [{"role": "system", "content": self.system}] if self.system else []
 
     def loop(self, stdin: BinaryIO) -> None:
         """Read lines until /quit or the end of input."""
@@ -124,7 +119,6 @@ class Conversation:
 
         from ..errors import DiffusionBertError
 
-        args = self.args
         asked = [*self.messages, {"role": "user", "content": line}]
         started = time.perf_counter()
 
@@ -136,13 +130,8 @@ class Conversation:
             with Live(labelled(""), console=self.console, auto_refresh=False, transient=True) as live:
                 reply = self.pipe.chat(
                     asked,
-                    length=args.length,
-                    steps=args.steps,
-                    sampler=args.sampler,
-                    block_length=args.block_length,
-                    temperature=args.temperature,
-                    top_k=args.top_k,
-                    seed=args.seed + self.turn,
+                    config=self.decoding,
+                    seed=self.decoding.seed + self.turn,
                     on_answer=(lambda text: live.update(labelled(text), refresh=True))
                     if self.console.is_terminal
                     else None,

@@ -1,10 +1,13 @@
-"""What several commands share, defined once: ``--device``, ``--no-progress``, the decoding options of
-``sample`` and ``generate``, and how a bound is printed."""
+"""What several commands share, defined once: ``--device``, ``--no-progress``, the decoding options (built
+from :class:`~diffusionbert.config.DecodingConfig`), and how a bound is printed."""
 
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+import dataclasses
+import typing
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..training import BoundResult
@@ -25,51 +28,67 @@ def model_options(device: bool = True) -> list[argparse.ArgumentParser]:
     return [parent]
 
 
-def decoding_options() -> argparse.ArgumentParser:
-    """Parent parser of the commands that decode texts (``sample``, ``generate``): the sampler and its
-    settings, the window and where a text ends, guidance, the seed and the batch."""
+FLAG_ALIASES = {"num_samples": ("--samples-per-source",)}
+"""Other flags of a decoding option (``generate`` has always called K samples per source so)."""
+
+
+def decoding_options(exclude: Collection[str] = ()) -> argparse.ArgumentParser:
+    """Parent parser of the commands that decode texts: one flag per field of
+    :class:`~diffusionbert.config.DecodingConfig` (``--block-length`` for ``block_length``), its help text
+    the field's, but those in ``exclude``. A flag not given is left out of :func:`decoding_overrides`, so the
+    model's saved decoding holds; a bad value is the config's one-line error."""
+    from ..config import ENDS, DecodingConfig
+
     parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument(
-        "--sampler",
-        help="the model's own by default: ancestral for diffusion models (or cached | tweedie | confidence | "
-        "threshold | gibbs | routing), autoregressive for AR models (or greedy | beam | beam:N, left to right with a key-value cache)",
+    group = parent.add_argument_group(
+        "decoding (default: the model's saved decoding, its decoding.json; the library default in brackets)"
     )
-    parent.add_argument(
-        "--steps", type=positive_int, default=64, help="denoising steps (network calls at most)"
-    )
-    parent.add_argument(
-        "--length",
-        type=positive_int,
-        help="generated positions (a generated [SEP] ends a text earlier); default 32, with a source the "
-        "model's data.target_window when it has one",
-    )
-    parent.add_argument(
-        "--end",
-        choices=["generated", "predicted"],
-        help="generated: a text ends at its first generated [SEP]; predicted: decode the length the model "
-        "predicts from the source (a model trained with data.target_window, in that window); default: "
-        "predicted where it applies, else generated",
-    )
-    parent.add_argument(
-        "--block-length",
-        type=positive_int,
-        help="decode in blocks of this many positions, left to right, each in --steps steps "
-        "(semi-autoregressive, LLaDA); a text stops after the block with its [SEP]",
-    )
-    parent.add_argument("--temperature", type=float, default=1.0)
-    parent.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0: all)")
-    parent.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: all)")
-    parent.add_argument(
-        "--guidance",
-        type=float,
-        default=0.0,
-        help="classifier-free guidance weight, with a source (a model trained with source dropout)",
-    )
-    parent.add_argument("--seed", type=int, default=0)
-    parent.add_argument(
-        "--batch-size", type=positive_int, default=32, help="rows per network call (across sources)"
-    )
+    hints = typing.get_type_hints(DecodingConfig)
+    for f in dataclasses.fields(DecodingConfig):
+        if f.name in exclude:
+            continue
+        hint = hints[f.name]
+        library = "" if f.default in (None, dataclasses.MISSING) else f" [{f.default}]"
+        options: dict[str, Any] = {
+            "dest": f.name,
+            "default": argparse.SUPPRESS,
+            "help": f.metadata["help"] + library,
+        }
+        if typing.get_origin(hint) is dict:  # NAME=VALUE pairs
+            options.update(nargs="+", type=name_value, metavar="NAME=VALUE")
+        elif hint is bool:
+            options["action"] = "store_true"
+        else:  # a number or a name, or None
+            kind = next(t for t in (int, float, str) if t in (hint, *typing.get_args(hint)))
+            options.update(type=kind, metavar="|".join(ENDS) if f.name == "end" else f.name.upper())
+        flag = "--" + f.name.replace("_", "-")
+        group.add_argument(flag, *FLAG_ALIASES.get(f.name, ()), **options)
     return parent
+
+
+def decoding_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The decoding options given on the command line (those of :func:`decoding_options`), by field name."""
+    from ..config import DecodingConfig
+
+    given = {
+        f.name: getattr(args, f.name) for f in dataclasses.fields(DecodingConfig) if hasattr(args, f.name)
+    }
+    if "sampler_options" in given:
+        given["sampler_options"] = dict(given["sampler_options"])
+    return given
+
+
+def name_value(text: str) -> tuple[str, Any]:
+    """An argparse type: ``NAME=VALUE``, the value read as YAML (``0.8`` a number, ``linear`` a name)."""
+    import yaml
+
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+    try:
+        return name, yaml.safe_load(value)
+    except yaml.YAMLError:
+        return name, value
 
 
 def positive_int(text: str) -> int:

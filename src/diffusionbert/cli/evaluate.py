@@ -6,13 +6,13 @@ import argparse
 import json
 from pathlib import Path
 
-from .common import model_options, positive_int
+from .common import decoding_options, decoding_overrides, model_options, positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
-        parents=model_options(),
+        parents=[*model_options(), decoding_options(exclude=("num_samples", "mbr"))],
         help="NLL bound of a model on a text file, per token and per word",
     )
     p.add_argument("--checkpoint", required=True, help="model directory (a run's final/ or a checkpoint)")
@@ -20,7 +20,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--field", help="column / key holding the text (.csv / .jsonl); for pairs the targets'")
     p.add_argument("--source-field", help="column of the sources, for a model trained on pairs (E2E: mr)")
     p.add_argument("--max-examples", type=positive_int, help="evaluate only the first N examples")
-    p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--repeats", type=positive_int, default=1, help="Monte-Carlo draws of t per sentence")
     p.add_argument(
         "--metrics", default="bound", help="comma list of: bound, bleu, self-bleu, dist, entropy, gen-ppl"
@@ -28,45 +27,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--num-samples", type=positive_int, default=1000, help="samples generated for the sample metrics"
     )
-    p.add_argument(
-        "--sampler",
-        help="the model's own by default: ancestral for diffusion models, autoregressive for AR ones",
-    )
-    p.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0: all)")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--steps", type=int, default=128, help="sampling steps for the sample metrics")
-    p.add_argument("--length", type=int, default=64, help="sample length for the sample metrics")
     p.add_argument("--judge", help="autoregressive checkpoint (objective 'ar') for generative perplexity")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="write the results as JSON here")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..evaluation import evaluate_file
+    from ..evaluation import Evaluation, evaluate_file
     from ..utils.io import atomic_file
 
-    report = evaluate_file(
-        args.checkpoint,
-        args.data,
+    evaluation = Evaluation(
         field=args.field,
         source_field=args.source_field,
         max_examples=args.max_examples,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        repeats=args.repeats,
-        progress=not args.no_progress,
         metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()),
-        num_samples=args.num_samples,
-        sampler=args.sampler,
-        steps=args.steps,
-        length=args.length,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
+        repeats=args.repeats,
+        samples=args.num_samples,
         judge=args.judge,
+    )
+    report = evaluate_file(
+        args.checkpoint,
+        args.data,
+        evaluation,
         device=args.device,
+        progress=not args.no_progress,
+        **decoding_overrides(args),
     )
     print(report.table())
     if args.out:

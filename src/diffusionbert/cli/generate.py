@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .common import decoding_options, model_options, positive_int
+from .common import decoding_options, decoding_overrides, model_options, positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,10 +22,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--task", choices=["e2e"], help="e2e: also the slot error rate of the meaning representations"
     )
-    p.add_argument(
-        "--samples-per-source", type=positive_int, default=1, metavar="K", help="samples per source"
-    )
-    p.add_argument("--mbr", action="store_true", help="keep the minimum-Bayes-risk sample (BLEU) of the K")
     p.add_argument("--max-sources", type=positive_int, help="only the first N distinct sources")
     p.add_argument("--out", help="write one JSON per source here (source, text, nfe[, candidates])")
     p.add_argument("--scores-out", help="write the scores as JSON here")
@@ -36,33 +32,18 @@ def run(args: argparse.Namespace) -> None:
     from dataclasses import asdict
 
     from ..errors import ConfigError
-    from ..evaluation.generation import generate_file
+    from ..evaluation.generation import SourceFile, generate_file
     from ..utils.io import atomic_file
 
     if args.scores_out and not args.field:
         raise ConfigError("--scores-out needs references to score against; allowed: with --field")
     result = generate_file(
         args.checkpoint,
-        args.data,
-        args.source_field,
-        reference_field=args.field,
-        samples_per_source=args.samples_per_source,
-        mbr=args.mbr,
+        SourceFile(args.data, args.source_field, args.field, args.max_sources),
         e2e=args.task == "e2e",
-        max_sources=args.max_sources,
-        sampler=args.sampler,
-        steps=args.steps,
-        length=args.length,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        guidance=args.guidance,
-        end=args.end,
-        block_length=args.block_length,
-        seed=args.seed,
-        batch_size=args.batch_size,
         device=args.device,
         progress=not args.no_progress,
+        **decoding_overrides(args),
     )
     lines = "".join(g.to_json() + "\n" for g in result.generations)
     if args.out:

@@ -6,15 +6,16 @@ import argparse
 import json
 from pathlib import Path
 
-from .common import decoding_options, model_options, positive_int
+from .common import decoding_options, decoding_overrides, model_options
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "sample", parents=[*model_options(), decoding_options()], help="generate texts from a trained model"
+        "sample",
+        parents=[*model_options(), decoding_options(exclude=("mbr",))],
+        help="generate texts from a trained model",
     )
     p.add_argument("--checkpoint", required=True, help="model directory (a run's final/ or a checkpoint)")
-    p.add_argument("--num-samples", type=positive_int, default=8)
     group = p.add_mutually_exclusive_group()
     group.add_argument("--prompt", help="fixed text right after [CLS]")
     group.add_argument("--infill", help="text with [MASK] placeholders; only those are generated")
@@ -32,23 +33,12 @@ def run(args: argparse.Namespace) -> None:
 
     loaded = load_model_dir(args.checkpoint, device=default_device(args.device))
     out = pipeline_for(loaded)(
-        num_samples=args.num_samples,
-        length=args.length if args.length is not None else (args.source and loaded.target_window) or 32,
-        steps=args.steps,
-        sampler=args.sampler,
         prompt=args.prompt,
         infill=args.infill,
         source=args.source,
         return_trajectory=args.trajectory,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        guidance=args.guidance,
-        end=args.end,
-        block_length=args.block_length,
-        seed=args.seed,
-        batch_size=args.batch_size,
         progress=not args.no_progress,
+        **decoding_overrides(args),
     )
     records = []
     for i, (text, length, nfe) in enumerate(zip(out.texts, out.lengths, out.nfe, strict=True)):

@@ -1,4 +1,5 @@
-"""Objectives: a schedule, a way to draw the time t and x_t, and a loss. The trainer and evaluator use these.
+"""Objectives: a schedule, a way to draw the time t and x_t, and a loss. The trainer and evaluator use these;
+the samplers step the reverse process each absorbing objective names (:meth:`Objective.reverse_process`).
 
 Each objective corrupts a batch of clean tokens x_0 ([B, L], with ``noise_mask`` marking the positions the
 diffusion may mask) into :class:`Corrupted`, and scores the network's logits at the masked positions
@@ -25,7 +26,8 @@ from .losses import (
     score_entropy_loss,
     weighted_cross_entropy_loss,
 )
-from .schedules import NoiseSchedule, SpindleSchedule, get_schedule
+from .reverse import ContinuousReverse, ReverseProcess, Time
+from .schedules import LinearSchedule, NoiseSchedule, SpindleSchedule, get_schedule
 
 Schedule = NoiseSchedule | SpindleSchedule
 
@@ -88,6 +90,11 @@ class Objective(ABC):
         """The objective whose ``nll`` estimates this model's NELBO: itself, except for a training objective
         that is not a diffusion's (plain MLM), which names the diffusion its model is evaluated as."""
         return self
+
+    def reverse_process(self) -> ReverseProcess:
+        """The reverse process the exact samplers step for this objective's model; an objective without one
+        (a Gaussian family, the AR baseline) is sampled otherwise, so asking for it is a config error."""
+        raise ConfigError(f"objective={self.name!r} has no reverse process to sample from")
 
 
 class TokenObjective(Objective):
@@ -178,6 +185,9 @@ class DiscreteObjective(TokenObjective):
         """
         return self.schedule.value_groups[1] if isinstance(self.schedule, SpindleSchedule) else None
 
+    def reverse_process(self) -> ReverseProcess:
+        return DiscreteReverse(self)
+
     def reverse_statistic(self, probs: Tensor | None = None, *, mass: Tensor | None = None) -> Tensor | None:
         """What the reverse rule reads of p_θ(x_0 | x_t): E_pθ[a] [n] for spindle with sentence centring (its
         centre estimate), else nothing (None).
@@ -233,6 +243,50 @@ class DiscreteObjective(TokenObjective):
         return x0[masked], u_q, u_p, rows
 
 
+class DiscreteReverse(ReverseProcess):
+    """A T-step objective walked on the integer grid t_k = ⌊T(K − k)/K⌋ (every step when K = T), with the
+    objective's own reverse rule (so the sampler and the bound share it bit for bit)."""
+
+    def __init__(self, objective: DiscreteObjective) -> None:
+        self.objective = objective
+        self.max_steps = objective.num_steps
+        self.groups = objective.token_groups()
+        self.num_groups = 1 if self.groups is None else int(self.groups.max()) + 1
+
+    def grid(self, num_steps: int) -> list[Time]:
+        total = self.objective.num_steps
+        return [total * (num_steps - k) // num_steps for k in range(num_steps + 1)]
+
+    def time_input(self, t: Time) -> float:
+        return t / self.objective.num_steps
+
+    def masked_fraction(self, t: Time) -> float:
+        schedule = self.objective.schedule
+        base = schedule.base if isinstance(schedule, SpindleSchedule) else schedule
+        return 1.0 - float(base.discrete_alpha(torch.tensor(t), self.objective.num_steps))
+
+    def prepare(self, log_p_x0: Tensor) -> dict[str, Tensor]:
+        out = super().prepare(log_p_x0)
+        expected = self.objective.reverse_statistic(mass=out["mass"])
+        if expected is not None:
+            out["expected"] = expected
+        return out
+
+    def unmask_probability_at(
+        self,
+        x_t: Tensor,
+        noise_mask: Tensor,
+        rows: Tensor,
+        expected: Tensor | None,
+        t: Tensor,
+        s: Tensor,
+        dtype: torch.dtype,
+    ) -> Tensor:
+        return self.objective.reverse_unmask_probability_per_group(
+            expected, rows, x_t, noise_mask, t.long(), s.long(), dtype
+        )
+
+
 class DiffusionBertObjective(DiscreteObjective):
     """DiffusionBERT / D3PM-absorbing: the discrete-T bound plus λ·cross-entropy (hybrid loss)."""
 
@@ -281,6 +335,9 @@ class ContinuousObjective(TokenObjective):
                 "(spindle is discrete-time: use objective='diffusionbert')"
             )
         self.schedule = schedule
+
+    def reverse_process(self) -> ReverseProcess:
+        return ContinuousReverse(self.schedule)
 
     def times(self, batch: int, generator: torch.Generator, device: torch.device) -> Tensor:
         """t ∈ (0, 1] per row [B], float64: one uniform offset on an evenly spaced grid (low discrepancy)."""
@@ -364,6 +421,12 @@ class AnyOrderObjective(TokenObjective):
     """
 
     name: ClassVar[str] = "radd"
+
+    def reverse_process(self) -> ReverseProcess:
+        """Walked with α_t = 1 − t: without a time input, any token-independent schedule reveals positions in
+        a uniformly random order, and all of them approach RADD's any-order model as the number of steps
+        grows."""
+        return ContinuousReverse(LinearSchedule())
 
     def corrupt(self, x0: Tensor, noise_mask: Tensor, generator: torch.Generator) -> Corrupted:
         length = noise_mask.sum(-1)

@@ -1,8 +1,11 @@
-"""Each absorbing objective's reverse process: the time grid it is sampled on and its unmask probabilities.
+"""The reverse process an absorbing objective is sampled with: the time grid and its unmask probabilities.
 
 What the exact samplers step (:mod:`diffusionbert.sampling.samplers`) and what the bound scores share: u, the
 probability that a masked position is revealed between t and s < t, built from x_t and p_θ(x_0 | x_t) only,
-never from x_0. A reverse process never calls the model.
+never from x_0. A reverse process never calls the model. Each objective names its own
+(:meth:`~.objectives.Objective.reverse_process`): the continuous-time one is here, the T-step chain's
+(:class:`~.objectives.DiscreteReverse`) sits beside the rule it steps, in :mod:`.objectives`, which imports
+this module.
 """
 
 from __future__ import annotations
@@ -12,10 +15,8 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor
 
-from ..errors import ConfigError
 from .corruption import group_mass, unmask_probability
-from .objectives import AnyOrderObjective, ContinuousObjective, DiscreteObjective, Objective
-from .schedules import LinearSchedule, NoiseSchedule, SpindleSchedule
+from .schedules import NoiseSchedule
 
 Time = int | float  # a step k of a T-step chain, or a continuous time in [0, 1]
 
@@ -84,51 +85,8 @@ class ReverseProcess(ABC):
         batch ``rows`` [n]: one sentence at many steps can be evaluated as a batch of copies of it."""
 
 
-class DiscreteReverse(ReverseProcess):
-    """A T-step objective walked on the integer grid t_k = ⌊T(K − k)/K⌋ (every step when K = T)."""
-
-    def __init__(self, objective: DiscreteObjective) -> None:
-        self.objective = objective
-        self.max_steps = objective.num_steps
-        self.groups = objective.token_groups()
-        self.num_groups = 1 if self.groups is None else int(self.groups.max()) + 1
-
-    def grid(self, num_steps: int) -> list[Time]:
-        total = self.objective.num_steps
-        return [total * (num_steps - k) // num_steps for k in range(num_steps + 1)]
-
-    def time_input(self, t: Time) -> float:
-        return t / self.objective.num_steps
-
-    def masked_fraction(self, t: Time) -> float:
-        schedule = self.objective.schedule
-        base = schedule.base if isinstance(schedule, SpindleSchedule) else schedule
-        return 1.0 - float(base.discrete_alpha(torch.tensor(t), self.objective.num_steps))
-
-    def prepare(self, log_p_x0: Tensor) -> dict[str, Tensor]:
-        out = super().prepare(log_p_x0)
-        expected = self.objective.reverse_statistic(mass=out["mass"])
-        if expected is not None:
-            out["expected"] = expected
-        return out
-
-    def unmask_probability_at(
-        self,
-        x_t: Tensor,
-        noise_mask: Tensor,
-        rows: Tensor,
-        expected: Tensor | None,
-        t: Tensor,
-        s: Tensor,
-        dtype: torch.dtype,
-    ) -> Tensor:
-        return self.objective.reverse_unmask_probability_per_group(
-            expected, rows, x_t, noise_mask, t.long(), s.long(), dtype
-        )
-
-
 class ContinuousReverse(ReverseProcess):
-    """Continuous time walked on t_k = 1 − k/K with the same rule, u = (α_s − α_t) / (1 − α_t)."""
+    """Continuous time walked on t_k = 1 − k/K with the absorbing rule u = (α_s − α_t) / (1 − α_t)."""
 
     max_steps = None
 
@@ -156,16 +114,3 @@ class ContinuousReverse(ReverseProcess):
     ) -> Tensor:
         alpha_s, alpha_t = (self.schedule.alpha(v.to(torch.float64)) for v in (s, t))
         return unmask_probability(alpha_s, alpha_t).unsqueeze(-1).to(dtype)
-
-
-def reverse_process(objective: Objective) -> ReverseProcess:
-    """The reverse rule of ``objective``. RADD's time-agnostic model is walked with α_t = 1 − t: without a
-    time input, any token-independent schedule reveals positions in a uniformly random order, and all of them
-    approach its any-order model as the number of steps grows."""
-    if isinstance(objective, DiscreteObjective):
-        return DiscreteReverse(objective)
-    if isinstance(objective, ContinuousObjective):
-        return ContinuousReverse(objective.schedule)
-    if isinstance(objective, AnyOrderObjective):
-        return ContinuousReverse(LinearSchedule())
-    raise ConfigError(f"objective={objective.name!r} has no reverse process to sample from")

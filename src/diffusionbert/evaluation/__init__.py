@@ -5,16 +5,25 @@ rate), as ``diffusionbert generate`` reports it."""
 
 from ..training.bound import BoundResult, nll_bound
 from .conditional import ConditionalScores, mbr_select, score_conditional
-from .generation import Generation, GenerationResult, generate_file, read_references, score_generations
-from .report import EvaluationReport, SampleMetrics, evaluate_file
+from .generation import (
+    Generation,
+    GenerationResult,
+    SourceFile,
+    generate_file,
+    read_references,
+    score_generations,
+)
+from .report import Evaluation, EvaluationReport, SampleMetrics, evaluate_file
 
 __all__ = [
     "BoundResult",
     "ConditionalScores",
+    "Evaluation",
     "EvaluationReport",
     "Generation",
     "GenerationResult",
     "SampleMetrics",
+    "SourceFile",
     "evaluate_file",
     "generate_file",
     "mbr_select",

@@ -11,19 +11,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from ..checkpoint import load_model_dir
+from ..config import DecodingConfig
 from ..data import load_texts
 from ..errors import ConfigError
-from ..sampling import pipeline_for
+from ..sampling import Pipeline, load_pipeline
 from ..utils.runtime import default_device
 from .conditional import ConditionalScores, group_references, mbr_select, score_conditional
-
-DEFAULT_LENGTH = 32
-"""Target positions for a model trained without a fixed target window: such a model fills the window it is
-given, and E2E references average ~28 tokens (a window of 48 made its texts ramble, docs/results-e2e.md)."""
 
 
 @dataclass(frozen=True)
@@ -51,79 +48,76 @@ class GenerationResult:
     scores: ConditionalScores | None
 
 
+@dataclass(frozen=True)
+class SourceFile:
+    """The sources of a data file to generate for: the distinct values of column ``source_field`` of
+    ``path`` in file order (E2E lists a meaning representation once per reference), the first
+    ``max_sources`` of them, with the references of each from ``reference_field`` when given."""
+
+    path: str | Path
+    source_field: str
+    reference_field: str | None = None
+    max_sources: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_sources is not None and self.max_sources < 1:
+            raise ConfigError(f"max_sources={self.max_sources} is not valid; allowed: an integer >= 1")
+
+    def read(self) -> tuple[list[str], list[list[str]] | None]:
+        """The sources and, with a reference field, the references of each."""
+        references: list[list[str]] | None = None
+        if self.reference_field:
+            sources, references = read_references(self.path, self.source_field, self.reference_field)
+        else:
+            sources = list(dict.fromkeys(str(t) for t in load_texts(self.path, self.source_field)["text"]))
+        if self.max_sources is not None:
+            sources = sources[: self.max_sources]
+            references = references[: self.max_sources] if references is not None else None
+        return sources, references
+
+
 def generate_file(
-    checkpoint: str | Path,
-    data: str | Path,
-    source_field: str,
+    model: str | Path | Pipeline,
+    sources: SourceFile,
+    config: DecodingConfig | None = None,
     *,
-    reference_field: str | None = None,
-    samples_per_source: int = 1,
-    mbr: bool = False,
     e2e: bool = False,
-    max_sources: int | None = None,
-    sampler: str | None = None,
-    steps: int = 64,
-    length: int | None = None,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    guidance: float = 0.0,
-    end: str | None = None,
-    block_length: int | None = None,
-    seed: int = 0,
-    batch_size: int = 32,
     device: str | torch.device | None = None,
     progress: bool = False,
+    **options: Any,
 ) -> GenerationResult:
-    """Generate for every distinct source of ``data`` (column ``source_field``) with a pair-trained model.
+    """Generate for every source of a file with a model trained on pairs, and score the texts when the file
+    has references.
 
-    ``samples_per_source`` (K) samples are drawn per source; the text kept is the first, or with ``mbr``
-    the minimum-Bayes-risk one (K >= 2). With ``reference_field`` the texts are scored against all
-    references of their source (and the K samples' diversity when K >= 2); ``e2e`` adds the slot error
-    rate, the sources being E2E meaning representations. ``length`` is the target window (default: the
-    model's ``data.target_window``, else :data:`DEFAULT_LENGTH`): a generated ``[SEP]`` ends a text earlier.
-    ``guidance`` is classifier-free guidance (a model trained with ``training.source_dropout`` > 0).
-    ``end="predicted"`` decodes each text in the length the model predicts from its source (a model trained
-    with ``data.target_window``; see :mod:`~diffusionbert.diffusion.length`), ``"generated"`` ends it at
-    its first generated [SEP]; the default is the predicted end wherever it applies. ``block_length``
-    decodes each text in semi-autoregressive blocks (:mod:`~diffusionbert.sampling.blocks`).
+    Args:
+        model: a model directory (loaded on ``device``, default CUDA when present) or a loaded pipeline.
+        sources: the file, its columns and how many sources (:class:`SourceFile`).
+        config: the whole decoding to use instead of the model's own (its ``decoding.json``). Its
+            ``num_samples`` (K) samples are drawn per source; the text kept is the first, or with ``mbr``
+            the minimum-Bayes-risk one. ``length`` is the target window (default: the model's
+            ``data.target_window``, else :data:`~diffusionbert.config.DEFAULT_LENGTH`); a generated [SEP]
+            ends a text earlier, or with the predicted end each text is decoded in the length the model
+            predicts from its source.
+        e2e: the sources are E2E meaning representations: also the slot error rate.
+        progress: show a progress bar.
+        **options: decoding options that change ``config`` (or the model's own) for this call.
+
+    With references the texts are scored against all references of their source, and the K samples'
+    diversity when K >= 2.
     """
-    _check_request(samples_per_source, mbr, e2e, reference_field, max_sources)
-    loaded = load_model_dir(checkpoint, device=default_device(device))
-    length = length if length is not None else loaded.target_window or DEFAULT_LENGTH
-    pipe = pipeline_for(loaded)
-    pipe.resolve_sampler(sampler)  # a wrong sampler fails before the data is read
-    references: list[list[str]] | None = None
-    if reference_field:
-        sources, references = read_references(data, source_field, reference_field)
-    else:
-        sources = list(dict.fromkeys(str(t) for t in load_texts(data, source_field)["text"]))
-    if max_sources is not None:
-        sources = sources[:max_sources]
-        references = references[:max_sources] if references is not None else None
-    out = pipe(
-        num_samples=samples_per_source,
-        length=length,
-        steps=steps,
-        sampler=sampler,
-        source=sources,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        guidance=guidance,
-        end=end,
-        block_length=block_length,
-        seed=seed,
-        batch_size=batch_size,
-        progress=progress,
-    )
+    if e2e and sources.reference_field is None:
+        raise ConfigError("the e2e task scores against references; allowed: a reference field with it")
+    pipe = model if isinstance(model, Pipeline) else load_pipeline(model, default_device(device))
+    decoding = (config or pipe.decoding).replace(**options)
+    pipe.resolve_sampler(decoding.sampler)  # a wrong sampler fails before the data is read
+    texts, references = sources.read()
+    out = pipe(source=texts, config=decoding, progress=progress)
+    k = decoding.num_samples
     generations = []
-    for i, source in enumerate(sources):
-        texts = out.texts[i * samples_per_source : (i + 1) * samples_per_source]
-        nfe = out.nfe[i * samples_per_source : (i + 1) * samples_per_source]
-        pick = mbr_select(texts) if mbr else 0
-        several = texts if samples_per_source > 1 else None
-        generations.append(Generation(source, texts[pick], nfe[pick], several))
+    for i, source in enumerate(texts):
+        samples, nfe = out.texts[i * k : (i + 1) * k], out.nfe[i * k : (i + 1) * k]
+        pick = mbr_select(samples) if decoding.mbr else 0
+        generations.append(Generation(source, samples[pick], nfe[pick], samples if k > 1 else None))
     scores = None if references is None else score_generations(generations, references, e2e)
     return GenerationResult(generations, scores)
 
@@ -149,17 +143,3 @@ def score_generations(
         candidates=[g.candidates or [] for g in generations] if several else None,
         e2e=e2e,
     )
-
-
-def _check_request(
-    samples_per_source: int, mbr: bool, e2e: bool, reference_field: str | None, max_sources: int | None
-) -> None:
-    """Reject impossible requests before any model or data is loaded."""
-    if samples_per_source < 1:
-        raise ConfigError(f"samples_per_source={samples_per_source} is not valid; allowed: an integer >= 1")
-    if mbr and samples_per_source < 2:
-        raise ConfigError("mbr chooses among several samples; allowed: samples_per_source >= 2 with mbr")
-    if e2e and reference_field is None:
-        raise ConfigError("the e2e task scores against references; allowed: a reference field with it")
-    if max_sources is not None and max_sources < 1:
-        raise ConfigError(f"max_sources={max_sources} is not valid; allowed: an integer >= 1")

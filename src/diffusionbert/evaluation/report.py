@@ -20,11 +20,13 @@ from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
 from ..checkpoint import LoadedModel, load_model_dir
+from ..config import DecodingConfig
 from ..data import load_texts, make_dataloader, tokenize_dataset
 from ..data.chat import load_chat
 from ..errors import CheckpointError, ConfigError
 from ..methods import LEFT_TO_RIGHT, METHODS, get_method, objective_from_config
 from ..sampling import SampleOutput, pipeline_for
+from ..sampling.pipelines import Conditioning
 from ..training.bound import BoundResult, nll_bound
 from ..utils.runtime import default_device
 from .metrics import bleu_against_references, distinct_n, self_bleu, unigram_entropy
@@ -151,45 +153,76 @@ def text_batches(
     return list(loader), tokenized.num_truncated
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """What :func:`evaluate_file` measures on a data file.
+
+    ``field`` is the column (``.csv``) or key (``.jsonl``) of the texts, for a pair model the targets'
+    and ``source_field`` the sources'; ``max_examples`` keeps the first N. ``metrics`` are of
+    :data:`METRICS`: the bound (``repeats`` Monte Carlo draws of t per text) and those of ``samples`` texts
+    generated without conditioning (BLEU against the file, self-BLEU, dist-n, unigram entropy, and the
+    perplexity of ``judge``, an AR model directory, for ``gen-ppl``).
+    """
+
+    field: str | None = None
+    source_field: str | None = None
+    max_examples: int | None = None
+    metrics: tuple[str, ...] = ("bound",)
+    repeats: int = 1
+    samples: int = 1000
+    judge: str | Path | None = None
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.metrics) - set(METRICS))
+        if unknown or not self.metrics:
+            raise ConfigError(
+                f"metrics={','.join(self.metrics)!r} is not valid; allowed: {', '.join(METRICS)}"
+            )
+        for name in ("repeats", "samples", "max_examples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name}={value} is not valid; allowed: an integer >= 1")
+        if "gen-ppl" in self.metrics and self.judge is None:
+            raise ConfigError(f"metric 'gen-ppl' needs --judge: a checkpoint of objective {_judges()}")
+
+
 def evaluate_file(
     checkpoint: str | Path,
     data: str | Path,
-    field: str | None = None,
-    max_examples: int | None = None,
-    batch_size: int = 32,
-    seed: int = 0,
-    repeats: int = 1,
-    progress: bool = False,
-    metrics: tuple[str, ...] = ("bound",),
-    num_samples: int = 1000,
-    sampler: str | None = None,
-    steps: int = 128,
-    length: int = 64,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    judge: str | Path | None = None,
+    evaluation: Evaluation | None = None,
+    config: DecodingConfig | None = None,
+    *,
     device: str | torch.device | None = None,
-    source_field: str | None = None,
+    progress: bool = False,
+    **options: Any,
 ) -> EvaluationReport:
     """Evaluate a saved model on a text file: its NLL bound, and metrics of samples it generates.
 
-    A model trained on pairs is scored on pairs: ``source_field`` names the sources' column and ``field`` the
-    targets'; the bound is then that of each target given its source (its target window as in training).
-    A chat model (``data.format: chat``) reads ``data`` as chat records: the bound is that of each answer
-    given its rendered conversation (:func:`~diffusionbert.data.chat.load_chat`), and no field is named.
+    Args:
+        checkpoint: a model directory (a run's ``final/`` or a checkpoint).
+        data: the text file (``.txt``, ``.jsonl`` or ``.csv``).
+        evaluation: what to measure (default: the bound only).
+        config: the whole decoding of the samples instead of the model's own (its ``decoding.json``); its
+            ``seed`` and ``batch_size`` are the bound's too. The paper samples with top-k 30.
+        device: where the model runs (default CUDA when present).
+        progress: show progress bars.
+        **options: decoding options that change ``config`` (or the model's own).
 
-    ``sampler`` defaults to the model's own (``ancestral`` for diffusion models, ``autoregressive``, left to
-    right, for AR ones); ``temperature``, ``top_k`` and ``top_p`` reshape every draw (the paper samples with
-    top-k 30). ``device`` defaults to CUDA when present.
+    A model trained on pairs is scored on pairs: ``evaluation.source_field`` names the sources' column and
+    ``evaluation.field`` the targets'; the bound is then that of each target given its source (its target
+    window as in training). A chat model (``data.format: chat``) reads ``data`` as chat records: the bound
+    is that of each answer given its rendered conversation (:func:`~diffusionbert.data.chat.load_chat`), and
+    no field is named.
     """
-    _check_request(metrics, batch_size, repeats, judge, max_examples)
+    evaluation = evaluation or Evaluation()
+    metrics, source_field, field = evaluation.metrics, evaluation.source_field, evaluation.field
     device = default_device(device)
     loaded = load_model_dir(checkpoint, device=device)
     sampling = bool(SAMPLE_METRICS & set(metrics))
     pipe = pipeline_for(loaded) if sampling else None
-    if pipe is not None:
-        sampler = pipe.resolve_sampler(sampler)  # a wrong sampler fails before any work
+    decoding = (config or loaded.decoding).replace(**options)  # its seed and batch size are the bound's too
+    if pipe is not None:  # the samples' decoding, resolved (and a bad one refused) before any work
+        decoding = pipe.resolve(config, {**options, "num_samples": evaluation.samples}, Conditioning())
     if loaded.chat and (source_field or field):
         raise ConfigError(
             f"{checkpoint} is a chat model: it reads chat records (instruction/output or messages); "
@@ -215,8 +248,8 @@ def evaluate_file(
         texts = load_texts(data, source_field, target_field=field)
     else:
         texts = load_texts(data, field)
-    if max_examples is not None:
-        texts = texts.select(range(min(max_examples, len(texts))))
+    if evaluation.max_examples is not None:
+        texts = texts.select(range(min(evaluation.max_examples, len(texts))))
     bound, n_truncated = None, 0
     if "bound" in metrics:
         objective = objective_from_config(
@@ -226,7 +259,7 @@ def evaluate_file(
             texts,
             loaded.tokenizer,
             loaded.model.max_input_length,
-            batch_size,
+            decoding.batch_size,
             "examples",
             loaded.target_window,
             "start" if loaded.chat else "end",
@@ -235,8 +268,8 @@ def evaluate_file(
             loaded.model,
             objective,
             track(batches, description="bound", disable=not progress),
-            seed=seed,
-            repeats=repeats,
+            seed=decoding.seed,
+            repeats=evaluation.repeats,
             self_prompt=loaded.self_prompt,
         )
         if not math.isfinite(bound.nats_per_token):
@@ -247,14 +280,14 @@ def evaluate_file(
     samples = None
     if pipe is not None:
         references = [str(t) for t in texts["text" if "text" in texts.column_names else "target"]]
-        judge_model = _load_judge(judge, device) if "gen-ppl" in metrics else None
-        sharpening = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
-        request = {"num_samples": num_samples, "length": length, "steps": steps, "sampler": sampler}
-        out = pipe(**request, **sharpening, seed=seed, batch_size=batch_size, progress=progress)
-        if loaded.method.sampling == LEFT_TO_RIGHT:
-            request["steps"] = max(out.nfe)  # left to right: the most tokens drawn
-        gen_ppl = None if judge_model is None else judge_perplexity(judge_model, out.texts, batch_size, seed)
-        samples = _sample_metrics(out, references, metrics, request, sharpening, gen_ppl, judge)
+        judge = evaluation.judge
+        judge_model = _load_judge(judge, device) if "gen-ppl" in metrics and judge is not None else None
+        out = pipe(config=decoding, progress=progress)
+        gen_ppl = None
+        if judge_model is not None:
+            gen_ppl = judge_perplexity(judge_model, out.texts, decoding.batch_size, decoding.seed)
+        steps = max(out.nfe) if loaded.method.sampling == LEFT_TO_RIGHT else decoding.steps
+        samples = _sample_metrics(out, references, metrics, decoding, steps, gen_ppl, judge)
     return EvaluationReport(
         str(checkpoint), str(data), loaded.diffusion_cfg.objective, bound, samples, len(texts), n_truncated
     )
@@ -264,17 +297,21 @@ def _sample_metrics(
     out: SampleOutput,
     references: list[str],
     metrics: tuple[str, ...],
-    request: dict[str, Any],
-    sharpening: dict[str, float],
+    decoding: DecodingConfig,
+    steps: int,
     gen_ppl: float | None,
     judge: str | Path | None,
 ) -> SampleMetrics:
-    """The requested metrics of generated samples ``out`` against ``references`` (the data file), with the
-    judge's perplexity of them when one was asked for."""
+    """The requested metrics of samples ``out`` (generated with ``decoding``, ``steps`` the steps they
+    took) against ``references`` (the data file), with the judge's perplexity of them when one was asked for."""
     generated = out.texts
+    assert decoding.sampler is not None and decoding.length is not None  # resolved by the pipeline
     return SampleMetrics(
-        **request,
-        sharpening=sharpening,
+        num_samples=decoding.num_samples,
+        sampler=decoding.sampler,
+        steps=steps,
+        length=decoding.length,
+        sharpening={"temperature": decoding.temperature, "top_k": decoding.top_k, "top_p": decoding.top_p},
         bleu=bleu_against_references(generated, references) if "bleu" in metrics else None,
         self_bleu=self_bleu(generated) if "self-bleu" in metrics and len(generated) > 1 else None,
         dist=tuple(distinct_n(generated, n) for n in (1, 2, 3)) if "dist" in metrics else None,
@@ -290,24 +327,6 @@ def _sample_metrics(
 def _judges() -> str:
     """The registered methods whose models can judge generative perplexity (an exact likelihood)."""
     return ", ".join(repr(m.name) for m in METHODS.values() if m.exact_likelihood)
-
-
-def _check_request(
-    metrics: tuple[str, ...],
-    batch_size: int,
-    repeats: int,
-    judge: str | Path | None,
-    max_examples: int | None,
-) -> None:
-    """Reject unknown metrics, bad counts and a missing judge before anything is loaded."""
-    unknown = sorted(set(metrics) - set(METRICS))
-    if unknown or not metrics:
-        raise ConfigError(f"metrics={','.join(metrics)!r} is not valid; allowed: {', '.join(METRICS)}")
-    for name, value in (("batch_size", batch_size), ("repeats", repeats), ("max_examples", max_examples)):
-        if value is not None and value < 1:
-            raise ConfigError(f"{name}={value} is not valid; allowed: an integer >= 1")
-    if "gen-ppl" in metrics and judge is None:
-        raise ConfigError(f"metric 'gen-ppl' needs --judge: a checkpoint of objective {_judges()}")
 
 
 def _load_judge(judge: str | Path, device: torch.device) -> LoadedModel:

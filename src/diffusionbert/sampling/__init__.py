@@ -7,7 +7,7 @@ from .draws import RowRandom, Sharpening, gumbel_argmax, sample_generator
 from .left_to_right import generate_left_to_right
 from .loop import DenoiseResult, denoise
 from .output import SampleOutput
-from .pipeline import (
+from .pipelines import (
     AutoregressivePipeline,
     DiffusionPipeline,
     EmbeddingDiffusionPipeline,

@@ -2,7 +2,7 @@
 
 A chat model is a pair model trained with ``data.format: chat`` (:mod:`diffusionbert.data.chat`): it reads a
 conversation rendered by its tokenizer's chat template as the source and writes the answer as the target.
-:meth:`~diffusionbert.sampling.pipeline.DiffusionPipeline.chat` (every pipeline has it) renders the
+:meth:`~diffusionbert.sampling.pipelines.base.Pipeline.chat` (every pipeline has it) renders the
 conversation with :func:`fit_conversation`, generates one answer and returns a :class:`ChatReply`.
 
 What the model reads is bounded by the length it was trained on (``data.max_length``, else the network's
@@ -21,8 +21,6 @@ from transformers import PreTrainedTokenizerBase
 from ..data.chat import Message, check_messages, render_prompt
 from ..errors import ConfigError
 
-DEFAULT_ANSWER_LENGTH = 64
-"""The answer window of a model trained without a target window."""
 BLANK = "░"
 """How a still-masked position of a forming answer is shown."""
 

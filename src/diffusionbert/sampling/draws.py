@@ -13,18 +13,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..config import check_sharpening
 from ..errors import ConfigError
 
 Generators = torch.Generator | Sequence[torch.Generator]
-
-
-def check_sample_request(num_samples: int, batch_size: int, seed: int) -> None:
-    """Reject a sample count, batch size or seed that no sampler can honour (one-line errors)."""
-    for name, value in (("num_samples", num_samples), ("batch_size", batch_size)):
-        if value < 1:
-            raise ConfigError(f"{name}={value} is not valid; allowed: {name} >= 1")
-    if seed < 0:
-        raise ConfigError(f"seed={seed} is not valid; allowed: seed >= 0")
 
 
 def sample_generator(seed: int, index: int, device: torch.device) -> torch.Generator:
@@ -95,12 +87,7 @@ class Sharpening:
     top_p: float = 1.0
 
     def __post_init__(self) -> None:
-        if not self.temperature >= 0:
-            raise ConfigError(f"temperature={self.temperature!r} is not valid; allowed: temperature >= 0")
-        if self.top_k < 0:
-            raise ConfigError(f"top_k={self.top_k!r} is not valid; allowed: 0 (off) or a positive count")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"top_p={self.top_p!r} is not valid; allowed: 0 < top_p <= 1")
+        check_sharpening(self.temperature, self.top_k, self.top_p)
 
     @property
     def is_identity(self) -> bool:

@@ -28,9 +28,10 @@ from rich.progress import Progress
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
+from ..config import DEFAULT_LENGTH, DecodingConfig
 from ..errors import ConfigError
 from ..models.causal_lm import CausalLMForComparison
-from .draws import RowRandom, Sharpening, check_sample_request, gumbel_argmax, sample_generator
+from .draws import RowRandom, Sharpening, gumbel_argmax, sample_generator
 from .output import SampleOutput
 
 DEFAULT_BEAMS = 4
@@ -176,28 +177,24 @@ def _beam_search(rows: _CachedRows, length: int, sep: int, beams: int) -> tuple[
 def generate_left_to_right(
     model: CausalLMForComparison,
     tokenizer: PreTrainedTokenizerBase,
-    num_samples: int,
-    length: int,
+    decoding: DecodingConfig,
     *,
     source: str | Sequence[str] | None = None,
-    sampler: str = "autoregressive",
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    seed: int = 0,
-    batch_size: int = 32,
     progress: bool = False,
 ) -> SampleOutput:
-    """Decode ``num_samples`` texts of at most ``length`` tokens (per source, with ``source``), left to right.
+    """Decode ``decoding.num_samples`` texts of at most ``decoding.length`` tokens (default
+    :data:`~diffusionbert.config.DEFAULT_LENGTH`; per source, with ``source``), left to right.
 
-    With a list of sources the output holds ``num_samples`` texts for each, source after source. ``sampler``
-    is a decoder name (module doc); temperature / top-k / top-p apply to ``autoregressive`` only, and beam
-    search returns one text per source. ``nfe`` counts network calls per text (for beam search, the calls of
-    its source's beams together). ``token_ids`` hold the prefix and the drawn tokens, right-padded with [PAD].
+    With a list of sources the output holds ``num_samples`` texts for each, source after source. The decoding's
+    ``sampler`` is a decoder name (module doc; default ``autoregressive``); temperature / top-k / top-p apply
+    to ``autoregressive`` only, and beam search returns one text per source; ``steps`` does not count.
+    ``nfe`` counts network calls per text (for beam search, the calls of its source's beams together).
+    ``token_ids`` hold the prefix and the drawn tokens, right-padded with [PAD].
     """
-    check_sample_request(num_samples, batch_size, seed)
+    num_samples, length = decoding.num_samples, decoding.length or DEFAULT_LENGTH
+    sampler = decoding.sampler or "autoregressive"
     decoder = LeftToRightDecoder.parse(sampler)
-    sharpening = Sharpening(temperature, top_k, top_p)
+    sharpening = Sharpening(decoding.temperature, decoding.top_k, decoding.top_p)
     if decoder.kind != "autoregressive" and not sharpening.is_identity:
         raise ConfigError(
             f"temperature/top_k/top_p reshape draws; allowed: them with sampler 'autoregressive', not {sampler!r}"
@@ -221,7 +218,7 @@ def generate_left_to_right(
     model.eval()
     device = next(model.parameters()).device
     sep, pad = tokenizer.sep_token_id, tokenizer.pad_token_id
-    per_call = max(1, batch_size // decoder.beams)
+    per_call = max(1, decoding.batch_size // decoder.beams)
     total = num_samples * len(sources)
     drawn: list[list[int]] = []
     nfe: list[int] = []
@@ -233,7 +230,8 @@ def generate_left_to_right(
             if decoder.kind == "beam":
                 tokens, calls = _beam_search(batch, length, sep, decoder.beams)
             else:
-                random = RowRandom([sample_generator(seed, i, device) for i in indices], len(indices))
+                generators = [sample_generator(decoding.seed, i, device) for i in indices]
+                random = RowRandom(generators, len(indices))
                 tokens, calls = _draw(batch, length, sep, sharpening, random)
             drawn += tokens
             nfe += calls

@@ -15,7 +15,8 @@ from ..diffusion.reverse import Time
 from ..diffusion.self_prompt import SelfPrompt
 from ..errors import ConfigError
 from .draws import Generators
-from .samplers import Prediction, Sampler, StepInput
+from .samplers import Sampler
+from .step import Prediction, StepInput
 
 Denoiser = Callable[[Tensor, Tensor, Tensor], Tensor]
 """(x_t [b, L], time input [b], positions [b, L] bool) → logits [n, V] at the positions, row-major."""

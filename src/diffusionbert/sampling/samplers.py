@@ -46,112 +46,19 @@ import itertools
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
-from functools import cached_property
-from typing import ClassVar, Literal, NamedTuple
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
 
 from ..diffusion.corruption import reverse_stay
 from ..diffusion.objectives import Objective
-from ..diffusion.reverse import Time, reverse_process
+from ..diffusion.reverse import Time
 from ..errors import ConfigError, invalid_choice
 from .draws import Generators, RowRandom, Sharpening, gumbel_argmax
+from .step import Prediction, StepInput, StepOutput
 
 UnmaskingSchedule = Literal["linear", "cosine"]
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The step contract
-
-
-class Prediction:
-    """The network's prediction and what a sampler derives from it alone, kept per position: fields [B, L, …].
-
-    The loop writes each network call's :meth:`Sampler.prepare` output here (log-probabilities and the
-    sampler's statistics of them) at the positions the call was made for, and keeps an entry while its
-    row's x_t is unchanged (the logits cache). So everything that depends only on the logits is computed
-    once per network call, and a step on a cached row does no O(V) work per position. Entries at positions
-    that are not masked now are stale and never read.
-    """
-
-    def __init__(self, shape: tuple[int, ...]) -> None:
-        self.shape = tuple(shape)
-        self.fields: dict[str, Tensor] = {}
-
-    def write(self, where: Tensor, values: dict[str, Tensor]) -> None:
-        """Store ``values`` (each [m, …], m = where.sum(), row-major) at the ``where`` [B, L] positions.
-
-        A tensor given under two names (``log_p`` when nothing reshapes p_θ) is stored once, under both.
-        """
-        first: dict[int, str] = {}
-        for name, value in values.items():
-            if id(value) in first:
-                self.fields[name] = self.fields[first[id(value)]]
-                continue
-            first[id(value)] = name
-            store = self.fields.get(name)
-            if store is None:
-                store = self.fields[name] = value.new_zeros((*self.shape, *value.shape[1:]))
-            store[where] = value.to(store.dtype)
-
-    def row(self, index: int) -> Prediction:
-        """The entries of batch row ``index`` as a batch of one (views, not copies)."""
-        view = Prediction((1, *self.shape[1:]))
-        view.fields = {name: field[index : index + 1] for name, field in self.fields.items()}
-        return view
-
-    def at(self, name: str, positions: Tensor, tokens: Tensor | None = None) -> Tensor:
-        """Field ``name`` at ``positions`` [k, 2] ((row, column) pairs), [k, …], or at one token each, [k]."""
-        index = (positions[:, 0], positions[:, 1]) if tokens is None else (*positions.unbind(-1), tokens)
-        return self.fields[name][index]
-
-
-@dataclass(frozen=True)
-class StepInput:
-    """Everything one step may use. Shapes: ids and masks [B, L]; ``logits`` [n, V] at ``masked``.
-
-    ``generated`` marks the positions this run writes (not the prompt, infill text or source);
-    ``noise_mask`` the sentence's noisable positions as in training (⊇ generated; given prompt tokens are
-    revealed tokens of the sentence), which the spindle rule centres over. ``scores`` [B, L] float64 holds
-    log p_θ of each generated token at the step that revealed it (Mask-Predict re-masks the lowest).
-    ``index`` is the step's position 0..K−1 in the K-step walk. The loop passes ``prediction`` (the
-    sampler's prepared network output, see :class:`Prediction`) instead of ``logits``.
-    """
-
-    logits: Tensor | None
-    x_t: Tensor
-    masked: Tensor
-    generated: Tensor
-    noise_mask: Tensor
-    scores: Tensor
-    t: Time
-    s: Time
-    index: int
-    num_steps: int
-    prediction: Prediction | None = None
-
-    @cached_property
-    def positions(self) -> Tensor:
-        """(row, column) [n, 2] of each masked position, row-major."""
-        return self.masked.nonzero()
-
-    @cached_property
-    def rows(self) -> Tensor:
-        """Batch row [n] of each masked position (row-major order)."""
-        return self.positions[:, 0]
-
-    @property
-    def is_last(self) -> bool:
-        return self.index == self.num_steps - 1
-
-
-class StepOutput(NamedTuple):
-    """x_s [B, L] and the updated per-token ``scores`` [B, L]."""
-
-    x_s: Tensor
-    scores: Tensor
 
 
 def planned_masked(total: Tensor, index: int, num_steps: int, schedule: UnmaskingSchedule) -> Tensor:
@@ -213,7 +120,7 @@ class Sampler(ABC):
     def __init__(
         self, objective: Objective, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0
     ) -> None:
-        self.process = reverse_process(objective)
+        self.process = objective.reverse_process()
         self.mask_id = objective.mask_id
         self.sharpening = Sharpening(temperature, top_k, top_p)
 
@@ -230,13 +137,17 @@ class Sampler(ABC):
         """The network's time input at t."""
         return self.process.time_input(t)
 
-    def check_model(self, time_conditioning: str) -> None:
-        """Reject a model this sampler cannot run exactly."""
-        if self.requires_time_agnostic and time_conditioning != "none":
-            raise ConfigError(
-                f"sampler={self.name!r} needs a time-agnostic model but time_conditioning="
+    @classmethod
+    def unsuitable(cls, objective: Objective, time_conditioning: str = "none") -> str | None:
+        """Why this sampler cannot run a model of ``objective`` whose time input is ``time_conditioning``
+        (one line naming what is allowed), or None when it can: a pipeline lists and checks its samplers
+        without building them."""
+        if cls.requires_time_agnostic and time_conditioning != "none":
+            return (
+                f"sampler={cls.name!r} needs a time-agnostic model but time_conditioning="
                 f"{time_conditioning!r}; allowed: time_conditioning='none' (e.g. RADD), or sampler='ancestral'"
             )
+        return None
 
     def prepare(self, logits: Tensor) -> dict[str, Tensor]:
         """What this sampler's steps read of the logits [m, V], per position [m, …]: computed once per network
@@ -410,11 +321,17 @@ class TweedieSampler(AncestralSampler):
         self, objective: Objective, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0
     ) -> None:
         super().__init__(objective, temperature=temperature, top_k=top_k, top_p=top_p)
-        if self.process.groups is not None:
-            raise ConfigError(
+        if (reason := self.unsuitable(objective)) is not None:
+            raise ConfigError(reason)
+
+    @classmethod
+    def unsuitable(cls, objective: Objective, time_conditioning: str = "none") -> str | None:
+        if objective.reverse_process().groups is not None:
+            return (
                 f"sampler='tweedie' needs a token-independent schedule, but objective={objective.name!r} "
                 "uses spindle; allowed: sampler='ancestral' for a spindle model"
             )
+        return super().unsuitable(objective, time_conditioning)
 
     def prepare(self, logits: Tensor) -> dict[str, Tensor]:
         """:meth:`AncestralSampler.prepare`, plus ``log_total`` [m]: log Z, from the raw logits."""
@@ -604,4 +521,7 @@ def build_sampler(name: str, objective: Objective, **options: object) -> Sampler
         raise ConfigError(
             f"sampler={name!r} has no option {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}"
         )
-    return cls(objective, **options)
+    try:
+        return cls(objective, **options)
+    except TypeError as exc:  # a value of the wrong kind (a name where a number belongs)
+        raise ConfigError(f"sampler={name!r} options {options} are not valid ({exc})") from None

@@ -145,14 +145,27 @@ def atomic_file(target: Path, write: Callable[[Path], None]) -> None:
 
 
 def _reason(exc: BaseException) -> str:
-    """The one-line cause of a write error (``strerror`` of an OSError, first line of anything else)."""
+    """The one-line cause of a write error (``strerror`` of an OSError, first line of anything else).
+
+    The OutputError of an :func:`atomic_file` inside an :func:`atomic_directory` (a checkpoint's JSON files)
+    gives the cause it wraps, kept as its ``__context__`` (it is raised ``from None`` only to keep tracebacks
+    short), so a checkpoint's error names the same cause whichever of its files failed.
+    """
+    if isinstance(exc, OutputError) and exc.__context__ is not None:
+        return _reason(exc.__context__)
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return first_line(exc)
 
 
-def write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+def write_json(path: Path, data: Any, *, sort_keys: bool = False) -> None:
+    """Write ``data`` as JSON indented by 2 with :func:`atomic_file`: a reader never sees half a file.
+
+    ``sort_keys`` orders every mapping by key (checkpoints: a state's file depends on its content only, not
+    on the order it was built in); without it keys keep their order (the records a person reads).
+    """
+    text = json.dumps(data, indent=2, sort_keys=sort_keys)
+    atomic_file(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def read_json(path: Path) -> Any:
@@ -206,7 +219,7 @@ def save_state(directory: Path, name: str, state: Any) -> None:
     """Write a nested state as ``name.safetensors`` + ``name.json``."""
     tensors, skeleton = state_to_tensors(state, name)
     save_file(tensors, str(directory / f"{name}.safetensors"))
-    write_json(directory / f"{name}.json", skeleton)
+    write_json(directory / f"{name}.json", skeleton, sort_keys=True)
 
 
 def load_state(directory: Path, name: str) -> Any:

@@ -75,3 +75,9 @@ def machine_description() -> str:
         cpu = names[0] if names else cpu
     gpu = f"{torch.cuda.get_device_name()}, " if torch.cuda.is_available() else ""
     return f"{gpu}{cpu} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads), torch {torch.__version__}"
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on ``device`` (CUDA runs asynchronously), so a timer reads finished work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -52,11 +52,23 @@ async function init() {
     option.value = option.textContent = name;
     $("sampler").appendChild(option);
   }
-  $("steps").value = info.default_steps;
+  // every control opens on the model's own decoding (its decoding.json), and only what applies is shown
+  const decoding = info.decoding;
+  $("sampler").value = decoding.sampler;
+  $("steps").value = decoding.steps;
   $("steps").max = info.max_steps;
   $("length").max = info.window;
-  for (const element of document.querySelectorAll(".sharpening")) element.classList.toggle("hidden", !info.sharpens);
-  for (const element of document.querySelectorAll(".live-only")) element.classList.toggle("hidden", !info.live);
+  $("block-length").value = decoding.block_length ?? "";
+  $("temperature").value = decoding.temperature;
+  $("top-k").value = decoding.top_k;
+  $("top-p").value = decoding.top_p;
+  $("guidance").value = decoding.guidance;
+  $("seed").value = decoding.seed;
+  const supports = info.supports;
+  for (const [name, shown] of [["steps-only", supports.steps], ["sharpening", supports.sharpening],
+    ["live-only", supports.live], ["blocks-only", supports.blocks], ["guidance-only", supports.guidance]]) {
+    for (const element of document.querySelectorAll(`.${name}`)) element.classList.toggle("hidden", !shown);
+  }
   $("generate").addEventListener("click", start);
   for (const id of ["prompt-text", "infill-text", "source-text", "chat-text"]) {
     $(id).addEventListener("keydown", (event) => {  // Enter sends, Shift+Enter breaks the line
@@ -69,7 +81,7 @@ async function init() {
   $("stop").addEventListener("click", () => page.controller && page.controller.abort());
   $("step-slider").addEventListener("input", () => render(Number($("step-slider").value)));
   $("chat-reset").addEventListener("click", () => { page.conversation = []; drawConversation(); });
-  selectMode(info.modes[0]);
+  selectMode(info.main_mode);
   $("generate").disabled = false;
   setPhase("idle", "");
 }
@@ -81,6 +93,10 @@ function selectMode(mode) {
     element.classList.toggle("active", element.dataset.mode === mode);
   }
   $("length").value = page.info.default_length[mode];
+  const conditioned = ["source", "chat"].includes(mode);  // guidance contrasts a source with none
+  for (const element of document.querySelectorAll(".guidance-only")) {
+    element.classList.toggle("off-mode", !conditioned);
+  }
 }
 
 function numberOrNull(id) {
@@ -89,15 +105,17 @@ function numberOrNull(id) {
 }
 
 function requestBody() {
+  const supports = page.info.supports;
   const body = {
     mode: page.mode,
     sampler: $("sampler").value,
-    steps: numberOrNull("steps"),
     length: numberOrNull("length"),
     seed: numberOrNull("seed"),
   };
-  if (page.info.live) body.block_length = numberOrNull("block-length");
-  if (page.info.sharpens) {
+  if (supports.steps) body.steps = numberOrNull("steps");
+  if (supports.blocks) body.block_length = numberOrNull("block-length");
+  if (supports.guidance && ["source", "chat"].includes(page.mode)) body.guidance = numberOrNull("guidance");
+  if (supports.sharpening) {
     body.temperature = numberOrNull("temperature");
     body.top_k = numberOrNull("top-k");
     body.top_p = numberOrNull("top-p");

@@ -16,8 +16,7 @@ from diffusionbert.diffusion.schedules import CosineSchedule, LinearSchedule
 from diffusionbert.diffusion.token_info import spindle_from_counts
 from diffusionbert.errors import ConfigError
 from diffusionbert.methods import DENOISE, METHODS, build_objective
-from test_bound_exact import exact_continuous_nelbo
-from toy import LENGTH, MASK, ToyDenoiser, all_mask_patterns
+from toy import LENGTH, MASK, ToyDenoiser, all_mask_patterns, exact_continuous_nelbo
 
 COUNTS = torch.tensor([50, 5, 1, 0])
 

@@ -28,6 +28,7 @@ from diffusionbert.apps.web.jobs import MAX_STEPS
 from diffusionbert.cli.main import main
 from diffusionbert.errors import ConfigError
 from diffusionbert.sampling import load_pipeline
+from diffusionbert.sampling.pipelines import Conditioning
 
 LONG = MAX_STEPS
 """A request's most steps: several seconds of Gibbs steps (a network call each) with the tiny model."""
@@ -41,7 +42,8 @@ PAIRS = {
 @pytest.fixture(scope="module")
 def pair_model(tmp_path_factory, tiny_backbone) -> Path:
     """A tiny MDLM pair model trained with source dropout: it generates from nothing, a prompt, an infill
-    template or a source (continuous time, so a request may take any number of steps)."""
+    template or a source (continuous time, so a request may take any number of steps); its saved decoding
+    (the page's defaults) is confidence, 12 steps, guidance 1."""
     base = tmp_path_factory.mktemp("serve-pairs")
     data = base / "pairs.jsonl"
     rows = [{"mr": mr, "ref": ref} for mr, refs in PAIRS.items() for ref in refs]
@@ -59,6 +61,7 @@ def pair_model(tmp_path_factory, tiny_backbone) -> Path:
             "head_lr": 3e-3,
             "source_dropout": 0.5,
         },
+        "sampling": {"sampler": "confidence", "steps": 12, "guidance": 1.0},
     }
     (base / "config.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
     train_run(base / "config.yaml")
@@ -159,7 +162,7 @@ def _reference(pipe, mode: str, text: str | None, **options) -> tuple[str, int]:
     """The pipeline's own text for the request, and how many states its loop reported."""
     states = []
     conditioning = {mode: text} if text else {}
-    out = pipe(1, on_step=lambda x: states.append(x), **conditioning, **options)
+    out = pipe(num_samples=1, on_step=lambda x: states.append(x), **conditioning, **options)
     return out.texts[0], len(states)
 
 
@@ -194,7 +197,7 @@ def test_each_mode_streams_its_states_and_ends_with_the_pipelines_text(
     assert final == expected
     assert page.get_attribute("#step-slider", "max") == str(states) and states > 1
     page.fill("#step-slider", "0")  # replay: the first state, every generated position blank
-    ids, start = pipe.text_template(10, **({mode: text} if text else {}))
+    ids, start = pipe.text_template(10, Conditioning(**({mode: text} if text else {})))
     assert page.locator("#canvas .blank").count() == ids[start:].count(pipe.tokenizer.mask_token_id) > 0
     assert page.locator("#canvas .given").count() == len(ids) - start - ids[start:].count(
         pipe.tokenizer.mask_token_id
@@ -203,6 +206,23 @@ def test_each_mode_streams_its_states_and_ends_with_the_pipelines_text(
     assert page.locator("#canvas .blank").count() == 0
     shown = page.locator("#canvas .tok:not(.end):not(.after-end)").all_inner_texts()
     assert " ".join(shown) == final
+    page.close()
+
+
+def test_the_page_opens_on_the_models_own_mode_and_decoding(browser, pair_server, pair_model) -> None:
+    """A pair model's page opens on "source → text" with its saved decoding (confidence, 12 steps, guidance
+    1) in every control; generating without touching them gives ``pipe(source=text)``, guidance included,
+    and guidance is offered only where there is a source."""
+    pipe = load_pipeline(pair_model, device="cpu")
+    page = _open(browser, pair_server)
+    assert page.get_attribute("#mode-source", "aria-selected") == "true"
+    assert page.input_value("#sampler") == "confidence" and page.input_value("#steps") == "12"
+    assert page.is_visible("#guidance") and page.input_value("#guidance") == "1"
+    page.fill("#source-text", "blue dog")
+    page.click("#generate")
+    assert _finish(page) == pipe(source="blue dog").texts[0]
+    page.click("#mode-unconditional")
+    assert not page.is_visible("#guidance")  # guidance contrasts a source with none
     page.close()
 
 
@@ -343,9 +363,14 @@ def test_the_page_offers_what_each_model_supports(pair_model, chat_model) -> Non
     assert pair.modes == ("unconditional", "prompt", "infill", "source")
     assert chat.modes == ("chat",)  # a chat model trained without source dropout needs its conversation
     info = describe(pair, "tiny")
-    assert info["samplers"][0] == pair.default_sampler and "cached" in info["samplers"]
-    assert info["live"] and info["sharpens"] and info["window"] == pair.model.max_input_length
+    assert info["samplers"][0] == pair.default_sampler == "confidence" and "cached" in info["samplers"]
+    assert info["main_mode"] == "source" and describe(chat, "tiny")["main_mode"] == "chat"
+    assert info["decoding"]["steps"] == 12 and info["decoding"]["guidance"] == 1.0
+    supports = info["supports"]
+    assert supports["live"] and supports["sharpening"] and supports["blocks"] and supports["guidance"]
+    assert info["window"] == pair.model.max_input_length
     assert describe(chat, "tiny")["default_length"] == {"chat": chat.target_window}
+    assert not describe(chat, "tiny")["supports"]["guidance"]  # trained without source dropout
 
 
 def test_an_ar_model_offers_left_to_right_decoding_without_states() -> None:
@@ -358,7 +383,8 @@ def test_an_ar_model_offers_left_to_right_decoding_without_states() -> None:
     paired = AutoregressivePipeline(tiny_causal_model(tokenizer=tokenizer), tokenizer, trained_on_pairs=True)
     assert plain.modes == ("unconditional",) and paired.modes == ("source",)
     info = describe(plain, "ar")
-    assert info["samplers"] == ["autoregressive", "greedy", "beam"] and not info["live"]
+    assert info["samplers"] == ["autoregressive", "greedy", "beam"] and not info["supports"]["live"]
+    assert not info["supports"]["steps"] and not info["supports"]["guidance"]
     with pytest.raises(ConfigError, match="block_length does not apply"):
         Request.parse({"mode": "unconditional", "block_length": 4}, plain)
     events = []
@@ -368,7 +394,7 @@ def test_an_ar_model_offers_left_to_right_decoding_without_states() -> None:
         lambda *e: events.append(e),
     )
     assert [kind for kind, _ in events] == ["start", "done"] and events[0][1]["tokens"] == []
-    assert events[1][1]["text"] == plain(1, 6, seed=2).texts[0]
+    assert events[1][1]["text"] == plain(length=6, seed=2).texts[0]
 
 
 @pytest.mark.parametrize(
@@ -398,10 +424,8 @@ def test_generate_reports_each_state_as_changes_of_the_first(pair_model) -> None
     generate(pipe, request, lambda kind, data: events.append((kind, data)))
     states = []
     template = "a [MASK] [MASK] sat on [MASK] mat"
-    out = pipe(
-        1, 0, 6, request.sampler, infill=template, seed=3, on_step=lambda x: states.append(x[0].tolist())
-    )
-    ids, start = pipe.text_template(0, infill=template)
+    out = pipe(infill=template, steps=6, seed=3, on_step=lambda x: states.append(x[0].tolist()))
+    ids, start = pipe.text_template(0, Conditioning(infill=template))
     assert [kind for kind, _ in events] == ["start", *["step"] * len(states), "done"]
     tokens = events[0][1]["tokens"]
     assert tokens == pipe.tokenizer.convert_ids_to_tokens(ids[start:])

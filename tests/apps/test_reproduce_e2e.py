@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from diffusionbert.apps.reproduce import DISCUSSION_START
+from diffusionbert.apps.plans import DISCUSSION_START
 from diffusionbert.apps.reproduce_e2e import load_plan, reproduce_e2e
 from diffusionbert.errors import ConfigError
 
-PLAN = Path(__file__).resolve().parents[1] / "configs" / "reproduce-e2e.yaml"
+PLAN = Path(__file__).resolve().parents[2] / "configs" / "reproduce-e2e.yaml"
 PAIRS = {
     "name[The Eagle], eatType[pub]": ["the eagle is a pub", "a pub called the eagle"],
     "name[Blue Spice], area[riverside]": ["blue spice is by the river"],

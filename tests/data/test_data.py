@@ -15,7 +15,7 @@ from transformers import AutoTokenizer
 from diffusionbert import data as D
 from diffusionbert.errors import ConfigError, DataError
 
-SHARED_E2E = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "e2e" / "train.csv"
+SHARED_E2E = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "e2e" / "train.csv"
 CLS, SEP, PAD = 101, 102, 0
 
 

@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from diffusionbert.config import load_config
+from diffusionbert.config import DecodingConfig, load_config
 from diffusionbert.errors import CheckpointError, ConfigError
-from diffusionbert.evaluation import evaluate_file
+from diffusionbert.evaluation import Evaluation, evaluate_file
 from diffusionbert.evaluation.metrics import bleu_against_references, distinct_n
 from diffusionbert.training import train
 
@@ -28,14 +28,14 @@ def models(tiny_config, tmp_path):
 
 
 def test_bound_counts_words_plus_one_eos_per_sentence(models, tiny_texts):
-    report = evaluate_file(models["diffusion"], tiny_texts["valid"], metrics=("bound",))
+    report = evaluate_file(models["diffusion"], tiny_texts["valid"], Evaluation(metrics=("bound",)))
     lines = tiny_texts["valid"].read_text().splitlines()
     b = report.bound
     assert b.n_words == sum(len(line.split()) for line in lines) + len(lines)
     assert b.ppl_per_word == pytest.approx(math.exp(b.total_nats / b.n_words))
     assert b.ppl_per_token == pytest.approx(math.exp(b.total_nats / b.n_tokens))
-    judged = evaluate_file(models["judge"], tiny_texts["valid"], metrics=("bound",))
-    again = evaluate_file(models["judge"], tiny_texts["valid"], metrics=("bound",), seed=5)
+    judged = evaluate_file(models["judge"], tiny_texts["valid"], Evaluation(metrics=("bound",)))
+    again = evaluate_file(models["judge"], tiny_texts["valid"], seed=5)
     assert judged.bound.total_nats == pytest.approx(again.bound.total_nats, rel=1e-6)  # AR NLL is exact
     assert "exact NLL" in judged.table() and "PPL / word" in judged.table()
 
@@ -44,11 +44,9 @@ def test_sample_metrics_and_generative_perplexity(models, tiny_texts):
     report = evaluate_file(
         models["diffusion"],
         tiny_texts["valid"],
-        metrics=("bleu", "self-bleu", "dist", "gen-ppl"),
-        num_samples=6,
+        Evaluation(metrics=("bleu", "self-bleu", "dist", "gen-ppl"), samples=6, judge=models["judge"]),
         steps=8,
         length=10,
-        judge=models["judge"],
     )
     m = report.samples
     assert report.bound is None and m.num_samples == 6
@@ -64,8 +62,7 @@ def test_bleu_of_samples_is_the_metric_of_those_samples(models, tiny_texts):
     report = evaluate_file(
         models["diffusion"],
         tiny_texts["valid"],
-        metrics=("bleu", "dist"),
-        num_samples=4,
+        Evaluation(metrics=("bleu", "dist"), samples=4),
         steps=8,
         length=10,
         seed=3,
@@ -80,23 +77,22 @@ def test_bleu_of_samples_is_the_metric_of_those_samples(models, tiny_texts):
 
 def test_wrong_kind_of_checkpoint_or_missing_judge_is_rejected(models, tiny_texts):
     with pytest.raises(ConfigError, match="metric 'gen-ppl' needs --judge"):
-        evaluate_file(models["diffusion"], tiny_texts["valid"], metrics=("gen-ppl",))
+        Evaluation(metrics=("gen-ppl",))
     with pytest.raises(CheckpointError, match="is not an autoregressive checkpoint"):
         evaluate_file(
             models["diffusion"],
             tiny_texts["valid"],
-            metrics=("gen-ppl",),
-            judge=models["diffusion"],
-            num_samples=2,
+            Evaluation(metrics=("gen-ppl",), judge=models["diffusion"], samples=2),
             steps=4,
             length=6,
         )
+    bleu = Evaluation(metrics=("bleu",))
     with pytest.raises(ConfigError, match="sampler='cached' does not apply to an autoregressive model"):
-        evaluate_file(models["judge"], tiny_texts["valid"], metrics=("bleu",), sampler="cached")
+        evaluate_file(models["judge"], tiny_texts["valid"], bleu, sampler="cached")
     with pytest.raises(ConfigError, match="sampler='autoregressive' is not valid; allowed: ancestral"):
-        evaluate_file(models["diffusion"], tiny_texts["valid"], metrics=("bleu",), sampler="autoregressive")
+        evaluate_file(models["diffusion"], tiny_texts["valid"], bleu, sampler="autoregressive")
     with pytest.raises(ConfigError, match="metrics='perplexity' is not valid"):
-        evaluate_file(models["diffusion"], tiny_texts["valid"], metrics=("perplexity",))
+        Evaluation(metrics=("perplexity",))
 
 
 def test_autoregressive_checkpoint_samples_left_to_right(models, tiny_texts):
@@ -106,15 +102,15 @@ def test_autoregressive_checkpoint_samples_left_to_right(models, tiny_texts):
     report = evaluate_file(
         models["judge"],
         tiny_texts["valid"],
-        metrics=("bleu", "gen-ppl"),
-        num_samples=5,
+        Evaluation(metrics=("bleu", "gen-ppl"), samples=5, judge=models["judge"]),
         length=10,
         top_k=3,
-        judge=models["judge"],
         seed=2,
     )
     loaded = load_model_dir(models["judge"])
-    out = generate_left_to_right(loaded.model, loaded.tokenizer, 5, 10, top_k=3, seed=2)
+    out = generate_left_to_right(
+        loaded.model, loaded.tokenizer, DecodingConfig(length=10, top_k=3, num_samples=5, seed=2)
+    )
     m = report.samples
     assert m.sampler == "autoregressive" and m.texts == tuple(out.texts)
     assert m.mean_length == pytest.approx(sum(out.lengths) / 5) and m.sharpening["top_k"] == 3
@@ -133,7 +129,7 @@ def test_plain_mlm_checkpoint_is_evaluated_as_the_linear_diffusion(tiny_config, 
         diffusion={"objective": "mlm", "schedule": "linear"}, training={"max_steps": 2, "save_every": 0}
     )
     train(load_config(path), progress=False)
-    report = evaluate_file(run / "final", tiny_texts["valid"], metrics=("bound",), seed=4)
+    report = evaluate_file(run / "final", tiny_texts["valid"], seed=4)
     loaded = load_model_dir(run / "final")
     texts = load_texts(tiny_texts["valid"])
     batches, _ = text_batches(texts, loaded.tokenizer, loaded.model.max_input_length, 32, "examples")

@@ -9,10 +9,11 @@ import pytest
 import torch
 import yaml
 
-from diffusionbert.apps.reproduce import DISCUSSION_END, DISCUSSION_START, load_plan, reproduce
+from diffusionbert.apps.plans import DISCUSSION_END, DISCUSSION_START
+from diffusionbert.apps.reproduce import load_plan, reproduce
 from diffusionbert.errors import ConfigError
 
-PLAN = Path(__file__).resolve().parents[1] / "configs" / "reproduce.yaml"
+PLAN = Path(__file__).resolve().parents[2] / "configs" / "reproduce.yaml"
 
 
 @pytest.fixture()
@@ -118,7 +119,8 @@ def test_duplicate_row_names_are_rejected(tmp_path):
 def test_claims_compare_in_the_metric_direction_and_judge_bounds_by_paired_batches():
     from dataclasses import replace
 
-    from diffusionbert.apps.reproduce import RowResult, claim_verdicts, paired_gap
+    from diffusionbert.apps.plans import paired_gap
+    from diffusionbert.apps.reproduce import RowResult, claim_verdicts
 
     plan = load_plan(PLAN)
     base = RowResult(5.0, 0.1, 100.0, 0.3, 0.2, 50.0, 5.0, 20.0, 400, 10.0, 5.0, "cached", 128, ())

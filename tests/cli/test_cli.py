@@ -83,7 +83,7 @@ def test_evaluate_prints_bound_per_token_and_per_word(trained, tiny_texts, tmp_p
         (["sample", "--checkpoint", "{missing}"], "checkpoint directory not found"),
         (["sample", "--checkpoint", "{garbage}"], "(no diffusion.json), not a trained diffusionbert model"),
         (["sample", "--checkpoint", "{final}", "--sampler", "nucleus"], "sampler='nucleus' is not valid"),
-        (["sample", "--checkpoint", "{final}", "--steps", "0"], "--steps: 0 is not a positive integer"),
+        (["sample", "--checkpoint", "{final}", "--steps", "0"], "steps=0 is not valid; allowed: steps >= 1"),
         (["sample", "--checkpoint", "{final}", "--steps", "65"], "steps=65 is not valid"),
         (["sample", "--checkpoint", "{final}", "--length", "2", "--prompt", "the big cat"], "prompt has"),
         (["evaluate", "--checkpoint", "{final}", "--data", "{missing}"], "file not found"),
@@ -138,6 +138,18 @@ def test_version_and_env_answer_for_a_bug_report(tmp_path):
     assert "not found" in run("env", "--data-dir", str(tmp_path / "missing")).stdout
 
 
+def test_version_is_the_installed_distributions(capsys):
+    """``--version`` reads the package metadata, so it cannot drift from pyproject.toml's version."""
+    from importlib.metadata import version
+
+    from diffusionbert.cli.main import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out == f"diffusionbert {version('diffusionbert')}\n"
+
+
 def test_device_is_chosen_once_and_checked(trained):
     import torch
 
@@ -177,8 +189,17 @@ def test_the_demo_describes_mrs_scores_them_and_marks_texts_without_an_mr_that_c
         texts=stated, token_ids=torch.zeros(3, 1, dtype=torch.long), lengths=[1] * 3, nfe=[1] * 3
     )
 
-    def pipeline_with_fixed_texts(*args, **kwargs):
-        return lambda **request: fixed
+    real = demo.load_pipeline
+
+    def pipeline_with_fixed_texts(*args, **kwargs):  # the texts written without an MR are ``stated``
+        pipe = real(*args, **kwargs)
+
+        class Fixed(type(pipe)):
+            def __call__(self, **request):
+                return super().__call__(**request) if request.get("source") else fixed
+
+        pipe.__class__ = Fixed
+        return pipe
 
     monkeypatch.setattr(demo, "load_pipeline", pipeline_with_fixed_texts)
     result = demo.run_demo(path, progress=False, examples=data)

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from diffusionbert.apps.reproduce import DISCUSSION_START
+from diffusionbert.apps.plans import DISCUSSION_START
 from diffusionbert.apps.reproduce_instruct import load_plan, reproduce_instruct
 from diffusionbert.checkpoint import load_model_dir
 from diffusionbert.errors import ConfigError
 
-PLAN = Path(__file__).resolve().parents[1] / "configs" / "reproduce-instruct.yaml"
+PLAN = Path(__file__).resolve().parents[2] / "configs" / "reproduce-instruct.yaml"
 RECORDS = [
     {"instruction": "describe the cat", "output": "the cat sat on the mat"},
     {"instruction": "describe the dog", "input": "a big dog", "output": "the big dog ran to the house"},

@@ -25,7 +25,7 @@ from diffusionbert.data.chat import (
     render_prompt,
 )
 from diffusionbert.errors import ConfigError, DataError
-from diffusionbert.evaluation import evaluate_file
+from diffusionbert.evaluation import Evaluation, evaluate_file
 from diffusionbert.models.loading import load_tokenizer
 from diffusionbert.sampling import load_pipeline
 from diffusionbert.sampling.chat import BLANK, fit_conversation, forming_answer
@@ -186,7 +186,7 @@ def test_the_bound_scores_the_answer_windows_only(chat_model, chat_data) -> None
     assert report.n_examples == 50
     assert report.bound.n_tokens == 50 * 16  # every answer window, no prompt token
     with pytest.raises(ConfigError, match="is a chat model"):
-        evaluate_file(chat_model, chat_data, source_field="instruction", field="output")
+        evaluate_file(chat_model, chat_data, Evaluation(source_field="instruction", field="output"))
 
 
 def test_a_second_stage_starts_from_the_first_stages_weights(
@@ -278,7 +278,7 @@ def test_pipe_chat_answers_in_the_window_and_streams_the_forming_answer(chat_mod
     assert seen[-1] == reply.text and any(BLANK in text for text in seen[:-1])
     assert reply.dropped == 0 and 1 <= reply.nfe <= 8 + 1  # at most one call per step, plus the length call
     # the same call through __call__: the chat is the pipeline's own decoding of the rendered prompt
-    out = pipe(1, 16, 8, source=render_prompt(pipe.tokenizer, messages), seed=1)
+    out = pipe(num_samples=1, length=16, steps=8, source=render_prompt(pipe.tokenizer, messages), seed=1)
     assert out.texts[0] == reply.text
     blocks = pipe.chat(messages, steps=4, block_length=4, seed=1, sampler="confidence")
     assert isinstance(blocks.text, str) and blocks.nfe <= 4 * 4 + 1
@@ -312,7 +312,7 @@ def test_the_ar_baseline_chats_too(tmp_path, chat_backbone, chat_data, capsys) -
     seen: list[str] = []
     reply = pipe.chat([{"role": "user", "content": "describe the cat"}], on_answer=seen.append)
     assert seen == [reply.text] and reply.nfe <= 16
-    with pytest.raises(ConfigError, match="block_length does not apply to AutoregressivePipeline"):
+    with pytest.raises(ConfigError, match="block_length does not apply to an autoregressive model"):
         pipe.chat([{"role": "user", "content": "describe the cat"}], block_length=4)
     capsys.readouterr()
     final = str(tmp_path / "run" / "final")

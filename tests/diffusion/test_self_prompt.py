@@ -115,7 +115,7 @@ def test_the_sampling_loop_feeds_back_the_previous_steps_estimate():
 
 
 def test_a_self_prompting_model_trains_is_recorded_and_generates(tiny_config, pairs_data, tmp_path):
-    from diffusionbert.evaluation import generate_file
+    from diffusionbert.evaluation import SourceFile, generate_file
     from diffusionbert.training import train
 
     data = tmp_path / "pairs.jsonl"
@@ -133,7 +133,7 @@ def test_a_self_prompting_model_trains_is_recorded_and_generates(tiny_config, pa
     logged = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert any("valid_nats_per_token" in r for r in logged)  # the bound runs with the empty prompt
     result = generate_file(
-        out / "final", data, "mr", reference_field="ref", sampler="confidence", steps=4, length=6
+        out / "final", SourceFile(data, "mr", "ref"), sampler="confidence", steps=4, length=6
     )
     assert len(result.generations) == 3 and all(g.nfe == 4 for g in result.generations)  # no logits reuse
     for bad, message in (

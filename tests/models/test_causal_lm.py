@@ -10,6 +10,7 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM, BertForMaskedLM
 
+from diffusionbert.config import DecodingConfig
 from diffusionbert.diffusion.autoregressive import AutoregressiveObjective
 from diffusionbert.errors import CheckpointError, ConfigError
 from diffusionbert.models import (
@@ -293,17 +294,19 @@ def test_left_to_right_sampling_draws_the_models_sequence_distribution() -> None
         exact[(v,)] = p_v * second[sep].item()
         exact |= {(v, w): p_v * second[w].item() for w in allowed if w != sep}
     assert sum(exact.values()) == pytest.approx(1.0)
-    out = generate_left_to_right(model, tokenizer, 6000, 2, seed=0, batch_size=3000)
+    out = generate_left_to_right(
+        model, tokenizer, DecodingConfig(length=2, num_samples=6000, batch_size=3000)
+    )
     outcomes = list(exact)
     counts = torch.zeros(len(outcomes), dtype=torch.float64)
     for ids, length in zip(out.token_ids.tolist(), out.lengths, strict=True):
         counts[outcomes.index(tuple(ids[1 : 1 + length]))] += 1
     assert chi_square_p_value(counts, torch.tensor([exact[o] for o in outcomes])) > 1e-3
     assert out.nfe == [min(length + 1, 2) for length in out.lengths]  # [SEP] drawn or the length cap
-    again = generate_left_to_right(model, tokenizer, 7, 2, seed=0, batch_size=2)
+    again = generate_left_to_right(model, tokenizer, DecodingConfig(length=2, num_samples=7, batch_size=2))
     assert again.texts == out.texts[:7]  # the draws of a sample do not depend on the batch
     with pytest.raises(ConfigError, match="length=64 is not valid"):
-        generate_left_to_right(model, tokenizer, 1, 64)
+        generate_left_to_right(model, tokenizer, DecodingConfig(length=64))
 
 
 def _full_next_log_p(model: CausalLMForComparison, ids: list[int]) -> torch.Tensor:
@@ -353,11 +356,12 @@ def test_beam_search_finds_the_best_hypothesis_that_enumeration_finds() -> None:
                     log_p += float(_full_next_log_p(model, prefix)[token])
                     prefix.append(token)
                 best = max(best, (log_p / len(prefix[1:]), list(prefix[1:])))
-        out = generate_left_to_right(model, tokenizer, 1, 3, sampler="beam:200")
+        out = generate_left_to_right(model, tokenizer, DecodingConfig("beam:200", length=3))
         found = out.token_ids[0, 1:].tolist()
         assert found[: len(best[1])] == best[1]
-        greedy = generate_left_to_right(model, tokenizer, 1, 3, sampler="greedy")
-        assert generate_left_to_right(model, tokenizer, 1, 3, sampler="beam:1").texts == greedy.texts
+        greedy = generate_left_to_right(model, tokenizer, DecodingConfig("greedy", length=3))
+        beam = generate_left_to_right(model, tokenizer, DecodingConfig("beam:1", length=3))
+        assert beam.texts == greedy.texts
     for sampler, kwargs, message in [
         ("beam:0", {}, "no valid beam count"),
         ("beam", {"num_samples": 2}, "one text per source"),
@@ -365,6 +369,4 @@ def test_beam_search_finds_the_best_hypothesis_that_enumeration_finds() -> None:
         ("ancestral", {}, "does not apply to an autoregressive model"),
     ]:
         with pytest.raises(ConfigError, match=message):
-            generate_left_to_right(
-                model, tokenizer, kwargs.pop("num_samples", 1), 3, sampler=sampler, **kwargs
-            )
+            generate_left_to_right(model, tokenizer, DecodingConfig(sampler, length=3, **kwargs))

@@ -21,7 +21,7 @@ from diffusionbert.evaluation.slots import (
     slot_error_rate,
 )
 
-VALID_CSV = Path(__file__).parents[1].parent / "shared" / "data" / "e2e" / "valid.csv"
+VALID_CSV = Path(__file__).parents[2].parent / "shared" / "data" / "e2e" / "valid.csv"
 
 
 def verdict(mr: str, text: str, slot: str) -> str:

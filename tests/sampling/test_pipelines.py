@@ -12,8 +12,8 @@ from diffusionbert.config import Config, DiffusionConfig, ModelConfig
 from diffusionbert.diffusion.schedules import LinearSchedule
 from diffusionbert.errors import CheckpointError, ConfigError
 from diffusionbert.methods import build_objective
-from diffusionbert.sampling import SAMPLERS, DiffusionPipeline, build_sampler
-from diffusionbert.sampling.pipeline import guided_logits
+from diffusionbert.sampling import SAMPLERS, DiffusionPipeline
+from diffusionbert.sampling.pipelines import guided_logits
 from diffusionbert.testing import build_tiny_tokenizer, tiny_model
 
 WORDS = ["the", "a", "cat", "dog", "sat", "on", "mat", "ran", "to", "house", "big", "small", "red"]
@@ -66,7 +66,9 @@ def test_unconditional_layout_cut_and_seeds(pipe: DiffusionPipeline, sampler: st
     check_cut(pipe, out, text_start=1)
     again = pipe(num_samples=6, length=12, steps=8, sampler=sampler, seed=3)
     assert torch.equal(out.token_ids, again.token_ids)
-    assert not torch.equal(out.token_ids, pipe(6, 12, 8, sampler, seed=4).token_ids)
+    assert not torch.equal(
+        out.token_ids, pipe(num_samples=6, length=12, steps=8, sampler=sampler, seed=4).token_ids
+    )
 
 
 def test_a_generated_sep_ends_the_text(tokenizer):
@@ -140,12 +142,20 @@ def test_time_conditioned_model_is_called_every_step(timed_pipe: DiffusionPipeli
     assert bool((masks[:, 1:] <= masks[:, :-1]).all())
 
 
-def test_sampler_objects_and_progress_bar(pipe: DiffusionPipeline):
-    sampler = build_sampler("threshold", pipe.objective, threshold=0.5, temperature=0.0)
-    out = pipe(num_samples=2, length=6, steps=6, sampler=sampler, progress=True)
+def test_sampler_options_and_progress_bar(pipe: DiffusionPipeline):
+    request = {"num_samples": 2, "length": 6, "steps": 6, "sampler": "threshold", "temperature": 0.0}
+    out = pipe(**request, sampler_options={"threshold": 0.5}, progress=True)
     assert len(out.texts) == 2
-    with pytest.raises(ConfigError, match=r"temperature=0\.5"):
-        pipe(num_samples=2, length=6, steps=6, sampler=sampler, temperature=0.5)
+    strict = pipe(**request, sampler_options={"threshold": 1.0})  # one token per step: the slowest
+    assert sum(strict.nfe) >= sum(out.nfe)
+    for options, message in (
+        ({"threshold": 0.0}, r"threshold=0\.0 is not valid"),
+        ({"thresold": 0.5}, "has no option 'thresold'; allowed: temperature, threshold, top_k, top_p"),
+        ({"threshold": "high"}, "options .* are not valid"),
+        ({"temperature": 0.5}, "sampler_options names temperature"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            pipe(**request, sampler_options=options)
 
 
 def one_line_error(error: type[Exception], match: str, call) -> None:
@@ -156,17 +166,35 @@ def one_line_error(error: type[Exception], match: str, call) -> None:
 
 def test_bad_inputs_are_one_line_config_errors(pipe: DiffusionPipeline, timed_pipe: DiffusionPipeline):
     one_line_error(
-        ConfigError, "prompt has 3 tokens but length=2", lambda: pipe(2, 2, 4, prompt="the big cat")
+        ConfigError,
+        "prompt has 3 tokens but length=2",
+        lambda: pipe(num_samples=2, length=2, steps=4, prompt="the big cat"),
     )
     one_line_error(
-        ConfigError, "sampler='greedy'.*allowed: ancestral, cached", lambda: pipe(2, 8, 4, "greedy")
+        ConfigError,
+        "sampler='greedy'.*allowed: ancestral, cached",
+        lambda: pipe(num_samples=2, length=8, steps=4, sampler="greedy"),
     )
-    one_line_error(ConfigError, "steps=0 .*1 <= steps <= 64", lambda: pipe(2, 8, 0))
-    one_line_error(ConfigError, "steps=65 .*1 <= steps <= 64", lambda: pipe(2, 8, 65))
-    one_line_error(ConfigError, "time_conditioning='layerwise'", lambda: timed_pipe(2, 8, 4, "cached"))
-    one_line_error(ConfigError, "prompt and source", lambda: pipe(2, 8, 4, prompt="a", source="b"))
-    one_line_error(ConfigError, "num_samples=0", lambda: pipe(0, 8, 4))
-    one_line_error(ConfigError, "length=0", lambda: pipe(2, 0, 4))
+    one_line_error(
+        ConfigError,
+        "steps=0 is not valid; allowed: steps >= 1",
+        lambda: pipe(num_samples=2, length=8, steps=0),
+    )
+    one_line_error(
+        ConfigError, "steps=65 .*1 <= steps <= 64", lambda: pipe(num_samples=2, length=8, steps=65)
+    )
+    one_line_error(
+        ConfigError,
+        "time_conditioning='layerwise'",
+        lambda: timed_pipe(num_samples=2, length=8, steps=4, sampler="cached"),
+    )
+    one_line_error(
+        ConfigError,
+        "prompt and source",
+        lambda: pipe(num_samples=2, length=8, steps=4, prompt="a", source="b"),
+    )
+    one_line_error(ConfigError, "num_samples=0", lambda: pipe(num_samples=0, length=8, steps=4))
+    one_line_error(ConfigError, "length=0", lambda: pipe(num_samples=2, length=0, steps=4))
 
 
 def test_from_pretrained_loads_a_spindle_checkpoint(tmp_path: Path, tokenizer):
@@ -225,10 +253,22 @@ def test_a_list_of_sources_is_decoded_in_one_padded_batch(pipe: DiffusionPipelin
 
 
 def test_bad_source_lists_are_one_line_errors(pipe: DiffusionPipeline):
-    one_line_error(ConfigError, "a source in the list is empty", lambda: pipe(1, 4, 2, source=["a", " "]))
-    one_line_error(ConfigError, "a source in the list is empty", lambda: pipe(1, 4, 2, source=[]))
+    one_line_error(
+        ConfigError,
+        "a source in the list is empty",
+        lambda: pipe(num_samples=1, length=4, steps=2, source=["a", " "]),
+    )
+    one_line_error(
+        ConfigError,
+        "a source in the list is empty",
+        lambda: pipe(num_samples=1, length=4, steps=2, source=[]),
+    )
     long_source = " ".join(["cat"] * 70)
-    one_line_error(ConfigError, "more than the model's", lambda: pipe(1, 4, 2, source=long_source))
+    one_line_error(
+        ConfigError,
+        "more than the model's",
+        lambda: pipe(num_samples=1, length=4, steps=2, source=long_source),
+    )
 
 
 def test_a_text_beyond_the_models_window_is_a_one_line_error_before_any_call(
@@ -236,10 +276,14 @@ def test_a_text_beyond_the_models_window_is_a_one_line_error_before_any_call(
 ):
     window = pipe.model.max_input_length
     monkeypatch.setattr(pipe.model, "forward", None)  # a network call would fail otherwise
-    one_line_error(ConfigError, f"length <= {window - 1}", lambda: pipe(1, window, 2))
+    one_line_error(
+        ConfigError, f"length <= {window - 1}", lambda: pipe(num_samples=1, length=window, steps=2)
+    )
     template = " ".join(["[MASK]"] * window)
     one_line_error(
-        ConfigError, f"a template of at most {window - 1} tokens", lambda: pipe(1, 4, 2, infill=template)
+        ConfigError,
+        f"a template of at most {window - 1} tokens",
+        lambda: pipe(num_samples=1, length=4, steps=2, infill=template),
     )
 
 
@@ -259,7 +303,11 @@ def test_guidance_contrasts_the_source_with_a_hidden_one(tokenizer):
     assert not torch.equal(guided.token_ids, plain.token_ids)
     assert torch.equal(guided.token_ids[:, :6], plain.token_ids[:, :6])  # [CLS] and the sources are kept
     one_line_error(ConfigError, "guidance=-1.0 is not valid", lambda: pipe(**request, guidance=-1.0))
-    one_line_error(ConfigError, "allowed: guidance with source=", lambda: pipe(2, 6, 4, guidance=1.0))
+    one_line_error(
+        ConfigError,
+        "allowed: guidance with source=",
+        lambda: pipe(num_samples=2, length=6, steps=4, guidance=1.0),
+    )
     no_dropout = make_pipeline(tokenizer)
     one_line_error(
         ConfigError,

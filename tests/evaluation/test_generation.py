@@ -12,7 +12,7 @@ import yaml
 from diffusionbert.cli.main import main
 from diffusionbert.config import load_config
 from diffusionbert.errors import ConfigError
-from diffusionbert.evaluation import generate_file
+from diffusionbert.evaluation import SourceFile, generate_file
 from diffusionbert.evaluation.conditional import mbr_select
 from diffusionbert.models.loading import load_tokenizer
 from diffusionbert.training import train
@@ -104,8 +104,8 @@ def test_mbr_keeps_the_consensus_sample():
     ("extra", "message"),
     [
         (["--source-field", "src"], "src"),
-        (["--source-field", "mr", "--mbr"], "samples_per_source >= 2 with mbr"),
-        (["--source-field", "mr", "--samples-per-source", "0"], "0 is not a positive integer"),
+        (["--source-field", "mr", "--mbr"], "num_samples >= 2 with mbr"),
+        (["--source-field", "mr", "--samples-per-source", "0"], "num_samples=0 is not valid"),
         (["--source-field", "mr", "--task", "e2e"], "the e2e task scores against references"),
         (["--source-field", "mr", "--scores-out", "x.json"], "--scores-out needs references"),
         (["--source-field", "mr", "--length", "60", "--steps", "4"], "more than the model's"),
@@ -147,7 +147,7 @@ def test_a_target_window_is_recorded_and_sets_the_generated_length(
     out = _window_model(tiny_config, pairs_data, data)
     recorded = json.loads((out / "final" / "diffusion.json").read_text())["data"]
     assert recorded["target_window"] == 5 and recorded["pairs"] is True
-    result = generate_file(out / "final", data, "mr", steps=4, samples_per_source=2)
+    result = generate_file(out / "final", SourceFile(data, "mr"), steps=4, num_samples=2)
     tokenizer = load_tokenizer(out / "final")
     for generation in result.generations:
         for text in generation.candidates:
@@ -211,7 +211,7 @@ def test_a_window_model_decodes_the_length_it_predicts_from_each_source(
         return output
 
     monkeypatch.setattr(pipe.model, "forward", forward)
-    result = pipe(2, 5, steps=4, sampler="confidence", source=MRS, end="predicted")
+    result = pipe(num_samples=2, length=5, steps=4, sampler="confidence", source=MRS, end="predicted")
     source_tokens = torch.tensor(
         [len(pipe.tokenizer(mr, add_special_tokens=False)["input_ids"]) for mr in MRS]
     )
@@ -222,21 +222,33 @@ def test_a_window_model_decodes_the_length_it_predicts_from_each_source(
         assert sep not in text[:length] and mask not in text
         assert text[length:] == [sep] * (5 - length)  # the rest of the window: given [SEP] filler
         assert 2 <= nfe <= 5  # the length call, then at most one call per step
-    default = pipe(2, 5, steps=4, sampler="confidence", source=MRS)  # the predicted end, where it applies
+    default = pipe(
+        num_samples=2, length=5, steps=4, sampler="confidence", source=MRS
+    )  # the predicted end, where it applies
     assert torch.equal(default.token_ids, result.token_ids)
     hidden = int(length_of(torch.tensor(pipe.source_length)))  # the hidden source has source_length tokens
-    unconditional = pipe(2, 5, steps=4, sampler="confidence")
+    unconditional = pipe(num_samples=2, length=5, steps=4, sampler="confidence")
     assert unconditional.lengths == [hidden] * 2 and all(n >= 2 for n in unconditional.nfe)
-    prompted = pipe(2, 5, steps=4, sampler="confidence", prompt="the")  # a prompt is part of the window
+    prompted = pipe(
+        num_samples=2, length=5, steps=4, sampler="confidence", prompt="the"
+    )  # a prompt is part of the window
     assert prompted.lengths == [max(hidden, 2)] * 2 and all(t.startswith("the") for t in prompted.texts)
     monkeypatch.undo()
-    assert pipe(1, 6, steps=4, source=MRS[0]).lengths[0] <= 6  # another window: a generated [SEP] ends it
+    assert (
+        pipe(num_samples=1, length=6, steps=4, source=MRS[0]).lengths[0] <= 6
+    )  # another window: a generated [SEP] ends it
 
     for call, message in (
-        (lambda: pipe(1, 6, steps=4, source=MRS[0], end="predicted"), "allowed: length=5"),
-        (lambda: pipe(1, 5, steps=4, infill="a [MASK] pub", end="predicted"), "with infill="),
-        (lambda: pipe(1, 5, steps=4, source=MRS[0], end="eos"), "end='eos' is not valid"),
-        (lambda: load_pipeline(final)(1, 5, steps=4, source=MRS[0], end="predicted"), "data.target_window"),
+        (lambda: pipe(num_samples=1, length=6, steps=4, source=MRS[0], end="predicted"), "allowed: length=5"),
+        (
+            lambda: pipe(num_samples=1, length=5, steps=4, infill="a [MASK] pub", end="predicted"),
+            "with infill=",
+        ),
+        (lambda: pipe(num_samples=1, length=5, steps=4, source=MRS[0], end="eos"), "end='eos' is not valid"),
+        (
+            lambda: load_pipeline(final)(length=5, steps=4, source=MRS[0], end="predicted"),
+            "data.target_window",
+        ),
     ):
         with pytest.raises(ConfigError, match=message) as raised:
             call()
@@ -330,14 +342,14 @@ def test_a_source_dropout_model_generates_without_a_source_after_a_hidden_one(
     mask, sep = tokenizer.mask_token_id, tokenizer.sep_token_id
     hidden = [tokenizer.cls_token_id, *[mask] * expected, sep]
     for request in ({}, {"prompt": "the big"}, {"infill": "the [MASK] and a [MASK]"}):
-        out_ = pipe(2, 6, steps=4, **request)
+        out_ = pipe(num_samples=2, length=6, steps=4, **request)
         for row, length in zip(out_.token_ids.tolist(), out_.lengths, strict=True):
             assert row[: len(hidden)] == hidden and mask not in row[len(hidden) :]
             assert length <= 6
         if "prompt" in request:
             assert all(text.startswith("the big") for text in out_.texts)
     with pytest.raises(ConfigError, match="only generates from a source"):
-        load_pipeline(final)(1, 6, steps=4)
+        load_pipeline(final)(length=6, steps=4)
 
 
 def test_an_autoregressive_model_trained_on_pairs_decodes_a_file_greedy_beam_and_sampled(
@@ -356,10 +368,10 @@ def test_an_autoregressive_model_trained_on_pairs_decodes_a_file_greedy_beam_and
     train(load_config(path), progress=False)
     final = out / "final"
     pipe = load_pipeline(final)
-    alone = [pipe(1, 8, sampler="greedy", source=mr).texts[0] for mr in MRS]
+    alone = [pipe(num_samples=1, length=8, sampler="greedy", source=mr).texts[0] for mr in MRS]
     for sampler, batch in (("greedy", 2), ("beam:3", 4), ("autoregressive", 2)):
         result = generate_file(
-            final, data, "mr", reference_field="ref", sampler=sampler, length=8, batch_size=batch
+            final, SourceFile(data, "mr", "ref"), sampler=sampler, length=8, batch_size=batch
         )
         assert [g.source for g in result.generations] == MRS and result.scores is not None
         assert all(1 <= g.nfe <= 8 for g in result.generations)
@@ -379,7 +391,7 @@ def test_an_autoregressive_model_trained_on_pairs_decodes_a_file_greedy_beam_and
     )
     assert code == 2 and "does not apply to an autoregressive model" in err
     with pytest.raises(ConfigError, match="only decodes after a source"):
-        pipe(1, 8)
+        pipe(num_samples=1, length=8)
 
 
 def test_evaluate_scores_a_pair_model_on_pairs_and_refuses_the_wrong_layout(pair_model, tiny_config, capsys):

@@ -20,6 +20,7 @@ from diffusionbert.diffusion.objectives import (
     ContinuousObjective,
     DiffusionBertObjective,
     DiscreteObjective,
+    MaskedLMObjective,
     MD4Objective,
     Objective,
 )
@@ -33,12 +34,11 @@ from diffusionbert.sampling.samplers import (
     GibbsSampler,
     RoutingSampler,
     Sampler,
-    StepInput,
     build_sampler,
     planned_masked,
 )
-from test_bound_exact import COUNTS, ReverseChain
-from toy import LENGTH, MASK, VOCAB, ToyDenoiser, chi_square_p_value
+from diffusionbert.sampling.step import StepInput
+from toy import COUNTS, LENGTH, MASK, VOCAB, ReverseChain, ToyDenoiser, chi_square_p_value
 
 NUM_SAMPLES = 20_000
 
@@ -292,12 +292,12 @@ def test_the_loop_prepares_each_network_call_once():
     assert prepared == called and len(called) < 16 <= int(result.nfe.sum())
 
 
-def test_cached_sampler_rejects_a_time_conditioned_model():
-    sampler = build_sampler("cached", DiffusionBertObjective(MASK, LinearSchedule(), 8))
-    sampler.check_model("none")
-    with pytest.raises(ConfigError, match="time_conditioning='layerwise'") as err:
-        sampler.check_model("layerwise")
-    assert "\n" not in str(err.value)
+def test_cached_sampler_refuses_a_time_conditioned_model_without_being_built():
+    objective = DiffusionBertObjective(MASK, LinearSchedule(), 8)
+    assert SAMPLERS["cached"].unsuitable(objective, "none") is None
+    reason = SAMPLERS["cached"].unsuitable(objective, "layerwise")
+    assert reason is not None and "time_conditioning='layerwise'" in reason and "\n" not in reason
+    assert SAMPLERS["ancestral"].unsuitable(objective, "layerwise") is None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -519,6 +519,18 @@ def test_timesteps_walk_the_grid_from_fully_masked_to_clean():
     assert continuous.timesteps(4) == [(1.0, 0.75), (0.75, 0.5), (0.5, 0.25), (0.25, 0.0)]
     assert continuous.time_input(0.75) == 0.75
     assert len(continuous.timesteps(5000)) == 5000  # no T to exceed in continuous time
+
+
+def test_each_objective_names_the_reverse_process_it_is_sampled_with():
+    """The masked-LM baseline walks its linear schedule and RADD's time-agnostic model α_t = 1 − t; an
+    objective without a reverse process (the AR baseline) is a one-line config error."""
+    from diffusionbert.diffusion.autoregressive import AutoregressiveObjective
+
+    for objective in (MaskedLMObjective(MASK), AnyOrderObjective(MASK)):
+        process = objective.reverse_process()
+        assert process.max_steps is None and process.masked_fraction(0.3) == pytest.approx(0.3)
+    with pytest.raises(ConfigError, match=r"^objective='ar' has no reverse process to sample from$"):
+        AutoregressiveObjective(MASK).reverse_process()
 
 
 @pytest.mark.parametrize("steps", [0, -3, 2049])

@@ -1,0 +1,227 @@
+"""The masked (absorbing) diffusion pipeline: any sampler of :mod:`~diffusionbert.sampling.samplers` through
+the one denoising loop, whole or in semi-autoregressive blocks.
+
+Every generated position starts as [MASK]; each step calls the network (skipped while a time-agnostic
+model's x_t is unchanged: logits reuse, and NFE counts only real calls) and lets the sampler reveal tokens.
+A list of sources is decoded in one call, batched across sources: rows are right-padded with ``[PAD]`` to
+the longest and the network sees them through an attention mask (``x != [PAD]``, exact: the denoiser puts
+zero mass on ``[PAD]``, so no generated token is one). With ``guidance`` w > 0 (classifier-free guidance, for
+a model trained with source dropout) every call also runs the network on the rows with their source shown
+as [MASK]s and uses ``cond + w * (cond - uncond)`` (:func:`guided_logits`); each call then costs two forward
+passes. Each sample draws from its own generator (derived from ``seed`` and its index), so results do not
+depend on ``batch_size``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+from transformers import PreTrainedTokenizerBase
+
+from ...checkpoint import LoadedModel
+from ...config import ENDS, DecodingConfig
+from ...diffusion.corruption import mask_sources
+from ...diffusion.objectives import Objective
+from ...diffusion.self_prompt import SelfPrompt
+from ...errors import ConfigError, invalid_choice
+from ...methods import DENOISE, objective_from_config
+from ...models import DiffusionBertForMaskedLM
+from ..blocks import block_index, denoise_blocks
+from ..loop import DenoiseResult, denoise
+from ..output import SampleOutput
+from ..samplers import SAMPLERS, Sampler, build_sampler
+from .base import Outputs, Supports, TemplatePipeline
+from .layout import Conditioning, Layout, predicted_ends, resolve_end
+
+
+def guided_logits(conditional: Tensor, unconditional: Tensor, weight: float) -> Tensor:
+    """Classifier-free guidance on logits: ``cond + w * (cond - uncond)``, i.e. p ∝ p_cond^(1+w) / p_uncond^w
+    before normalisation (w = 0: the conditional model unchanged). Tokens the denoiser forbids (logit −inf in
+    both) stay at −inf instead of becoming NaN."""
+    guided = conditional + weight * (conditional - unconditional)
+    return torch.where(torch.isneginf(conditional), conditional, guided)
+
+
+class DiffusionPipeline(TemplatePipeline, kind=DENOISE):
+    """A trained denoiser, its tokenizer and objective, ready to generate text with any sampler."""
+
+    supports: ClassVar[Supports] = Supports(
+        description="a masked diffusion model",
+        conditions=("prompt", "infill", "source"),
+        ends=ENDS,
+        blocks=True,
+        guidance=True,
+        sharpening=True,
+        sampler_options=True,
+        trajectories=True,
+        live=True,
+    )
+    model: DiffusionBertForMaskedLM
+
+    def __init__(
+        self,
+        model: DiffusionBertForMaskedLM,
+        tokenizer: PreTrainedTokenizerBase,
+        objective: Objective,
+        device: torch.device | str | None = None,
+        *,
+        use_cache: bool = True,
+        self_prompt: SelfPrompt | None = None,
+        **settings: Any,
+    ) -> None:
+        """``use_cache=False`` turns off logits reuse for time-agnostic models (a reference for benchmarks).
+        ``self_prompt`` is the layout of a self-prompting model (each step reads the previous step's
+        estimate; logits are then never reused). ``settings`` are those of :class:`TemplatePipeline`."""
+        self.use_cache = use_cache
+        self.self_prompt = self_prompt
+        super().__init__(model, tokenizer, objective, device, **settings)
+
+    @classmethod
+    def _from_loaded(cls, loaded: LoadedModel, device: torch.device | str | None) -> DiffusionPipeline:
+        """With the objective the model directory's settings describe."""
+        objective = objective_from_config(
+            loaded.diffusion_cfg, loaded.tokenizer.mask_token_id, loaded.token_counts
+        )
+        return cls(
+            loaded.model,
+            loaded.tokenizer,
+            objective,
+            device,
+            self_prompt=loaded.self_prompt,
+            **cls._settings(loaded),
+        )
+
+    @property
+    def time_conditioning(self) -> str:
+        """The model's time input: ``none`` (time-agnostic, logits cacheable), ``prefix_token`` or ``layerwise``."""
+        return getattr(self.model.config, "time_conditioning", "none")
+
+    @property
+    def own_sampler(self) -> str:
+        """``ancestral``: the model's own reverse process, whose bound it reports."""
+        return "ancestral"
+
+    def _sampler_names(self) -> tuple[str, ...]:
+        """Every sampler of :data:`~diffusionbert.sampling.samplers.SAMPLERS` that suits this model."""
+        return tuple(
+            name
+            for name, cls in SAMPLERS.items()
+            if cls.unsuitable(self.objective, self.time_conditioning) is None
+        )
+
+    def _check_sampler(self, name: str) -> None:
+        if name not in SAMPLERS:
+            raise invalid_choice("sampler", name, SAMPLERS)
+        if (reason := SAMPLERS[name].unsuitable(self.objective, self.time_conditioning)) is not None:
+            raise ConfigError(reason)
+
+    def _decode(self, conditioning: Conditioning, decoding: DecodingConfig, outputs: Outputs) -> SampleOutput:
+        """Generate ``num_samples`` texts of ``length`` generated positions in ``steps`` steps.
+
+        With ``end="predicted"`` (a model trained with a target window, decoded in it) one network call first
+        predicts each text's length (given its source, or its hidden source and prompt), and only that many
+        positions are decoded, never as [SEP]; with ``"generated"`` a generated [SEP] ends the text (see
+        :mod:`.layout`). With ``block_length`` B the generated positions are decoded semi-autoregressively
+        (LLaDA): in blocks of B, left to right, each block in ``steps`` steps
+        (:mod:`~diffusionbert.sampling.blocks`); with ``end="generated"`` a text stops after the block where
+        it generated its [SEP].
+        """
+        assert decoding.sampler is not None and decoding.length is not None  # resolved by the call
+        end = resolve_end(
+            decoding.end,
+            decoding.length,
+            conditioning.infill,
+            self.target_window,
+            self.self_prompt is not None,
+        )
+        sampler = self._sampler(decoding)
+        timesteps = sampler.timesteps(decoding.steps)
+        layout = self._layouts(decoding.length, conditioning)
+        self._check_guidance(decoding.guidance, conditioning)
+        tok, guidance = self.tokenizer, decoding.guidance
+        prompted = self.self_prompt is not None  # prompted rows are right-padded to the longest span
+        padded = prompted or bool((layout.ids == tok.pad_token_id).any())
+        cache = self.use_cache and self.time_conditioning == "none" and not prompted
+
+        def predict(x: Tensor, time: Tensor, positions: Tensor) -> Tensor:
+            attention_mask = (x != tok.pad_token_id).long() if padded else None
+            logits = self.model(
+                input_ids=x, attention_mask=attention_mask, t=time, positions=positions
+            ).logits
+            if not guidance:
+                return logits
+            every_row = torch.ones_like(x[:, 0], dtype=torch.bool)
+            hidden = mask_sources(x, every_row, tok.sep_token_id, tok.mask_token_id)
+            unconditional = self.model(
+                input_ids=hidden, attention_mask=attention_mask, t=time, positions=positions
+            )
+            return guided_logits(logits, unconditional.logits, guidance)
+
+        def call_model(x: Tensor, time: Tensor, positions: Tensor) -> Tensor:
+            logits = predict(x, time, positions)
+            if end == "predicted":  # the text's length is decided: no [SEP] inside it
+                logits[:, tok.sep_token_id] = float("-inf")
+            return logits
+
+        if end == "predicted":
+            first_time = sampler.time_input(timesteps[0][0])
+            layout = predicted_ends(layout, predict, first_time, decoding.batch_size, tok.sep_token_id)
+
+        block_length = decoding.block_length
+        num_blocks = 1 if block_length is None else int(block_index(layout.generated, block_length).max()) + 1
+        end_id = tok.sep_token_id if end == "generated" else None
+
+        def run(
+            rows: Layout, generators: list[torch.Generator], advance: Callable[[int], None]
+        ) -> DenoiseResult:
+            common = {
+                "generated": rows.generated,
+                "noise_mask": rows.noise_mask,
+                "cache": cache,
+                "return_trajectory": outputs.return_trajectory,
+                "advance": advance,
+                "self_prompt": self.self_prompt,
+                "on_step": outputs.on_step,
+            }
+            if block_length is None:
+                return denoise(call_model, rows.ids, sampler, timesteps, generators, **common)
+            return denoise_blocks(
+                call_model,
+                rows.ids,
+                sampler,
+                timesteps,
+                generators,
+                block_length=block_length,
+                end_id=end_id,
+                **common,
+            )
+
+        steps = num_blocks * len(timesteps)
+        return self._generate(
+            layout, decoding, steps, outputs.progress, run, extra_nfe=int(end == "predicted")
+        )
+
+    def _sampler(self, decoding: DecodingConfig) -> Sampler:
+        """The call's sampler, built with its own options and the sharpening."""
+        assert decoding.sampler is not None
+        return build_sampler(
+            decoding.sampler,
+            self.objective,
+            **decoding.sampler_options,
+            temperature=decoding.temperature,
+            top_k=decoding.top_k,
+            top_p=decoding.top_p,
+        )
+
+    def _check_guidance(self, guidance: float, conditioning: Conditioning) -> None:
+        """Guidance needs a source and a model that learned to generate without one."""
+        if guidance and not conditioning.source:
+            raise ConfigError("guidance contrasts a source with none; allowed: guidance with source=")
+        if guidance and not self.source_dropout:
+            raise ConfigError(
+                f"guidance={guidance} needs a model trained with training.source_dropout > 0 (this one: "
+                f"{self.source_dropout}); without it the model never saw a hidden source"
+            )
