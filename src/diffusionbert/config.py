@@ -23,6 +23,10 @@ import yaml
 from .errors import ConfigError, invalid_choice
 
 INITS = ("pretrained", "scratch")
+SOURCE_ATTENTIONS = ("full", "isolated")
+"""How a pair model's source attends: to everything (``full``), or only to the source (``isolated``: UniLM's
+sequence-to-sequence mask), so the source's keys and values do not depend on the answer and a decoder computes
+them once per source (:mod:`diffusionbert.sampling.cache`)."""
 LAYOUTS = ("sentence", "packed")
 """Data layouts: one example per row, or examples concatenated and cut into equal chunks (see ``data``)."""
 DATA_FORMATS = ("text", "chat")
@@ -41,6 +45,8 @@ class ModelConfig:
     backbone: str = "minilm"
     init: str = "pretrained"  # pretrained | scratch
     time_conditioning: str = "none"
+    # pairs: full | isolated (the source attends only to itself, so its keys and values are cached when decoding)
+    source_attention: str = "full"
     # a trained model directory (a run's final/) whose weights and tokenizer start this run: the second stage
     # of a recipe (e.g. instruction tuning after diffusive adaptation); its method must be this run's
     init_from: str | None = None
@@ -64,6 +70,7 @@ class DiffusionConfig:
     spindle_centering: str = "sentence"
     polynomial_power: float = 2.0
     embedding_dim: int = 16  # Gaussian families: the dimension D of the diffused word embeddings
+    block_size: int = 4  # bd3lm: positions per block (masked diffusion inside a block, left to right across)
 
 
 @dataclass(frozen=True)
@@ -210,6 +217,11 @@ class DecodingConfig:
     guidance: float = _option(
         0.0, "classifier-free guidance weight, with a source (a model trained with source dropout)"
     )
+    prompt_cache: bool | None = _option(
+        None,
+        "compute a source's keys and values once and run only the answer at every step (exact; a model "
+        "trained with model.source_attention=isolated): default where the model has it; false: never",
+    )
     num_samples: int = _option(1, "texts per source or prompt (without one: the number of texts)")
     mbr: bool = _option(False, "keep the minimum-Bayes-risk text (BLEU) of each source's samples (generate)")
     seed: int = _option(0, "seed of the draws (sample i of a call draws from its own generator)")
@@ -323,6 +335,13 @@ def _validate(cfg: Config) -> None:
     _check_finite(cfg)
     m, d, data, t = cfg.model, cfg.diffusion, cfg.data, cfg.training
     _check_choice("model.init", m.init, INITS)
+    _check_choice("model.source_attention", m.source_attention, SOURCE_ATTENTIONS)
+    if m.source_attention == "isolated" and m.time_conditioning != "none":
+        raise ConfigError(
+            f"model.source_attention=isolated caches the source's keys and values across steps, but "
+            f"model.time_conditioning={m.time_conditioning!r} makes them depend on the time; allowed: "
+            "time_conditioning=none with it"
+        )
     if m.init_from is not None and m.init == "scratch":
         raise ConfigError(
             "model.init_from starts from trained weights; allowed: model.init=pretrained with it"
@@ -335,6 +354,7 @@ def _validate(cfg: Config) -> None:
     for name, value in (
         ("diffusion.num_steps", d.num_steps),
         ("diffusion.embedding_dim", d.embedding_dim),
+        ("diffusion.block_size", d.block_size),
         ("data.max_length", data.max_length),
         ("training.batch_size", t.batch_size),
         ("training.grad_accum", t.grad_accum),

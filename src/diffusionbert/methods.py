@@ -26,6 +26,7 @@ from transformers import PreTrainedTokenizerBase
 
 from .config import Config, DiffusionConfig
 from .diffusion.autoregressive import AutoregressiveObjective
+from .diffusion.block import BlockDiffusionObjective
 from .diffusion.embedding import DiffusionLMObjective, gaussian_schedule
 from .diffusion.objectives import (
     AnyOrderObjective,
@@ -79,6 +80,35 @@ def time_design(cfg: Config) -> dict[str, object]:
     return {"time_conditioning": cfg.model.time_conditioning}
 
 
+def check_blocks(cfg: Config) -> None:
+    """Block diffusion's blocks must fit the window they cut (the target window of a pair model, else the text
+    after [CLS]), tile a fixed target window exactly, and a pair model's source is its context block, which
+    only isolated source attention keeps apart."""
+    data, size = cfg.data, cfg.diffusion.block_size
+    window = data.target_window or data.max_length - 1
+    name = "data.target_window" if data.target_window else "data.max_length - 1"
+    if size > window:
+        raise ConfigError(
+            f"diffusion.block_size={size} is larger than the window it cuts ({name} = {window}); allowed: "
+            f"1 <= block_size <= {window}"
+        )
+    if data.target_window and data.target_window % size:
+        raise ConfigError(
+            f"diffusion.block_size={size} does not divide data.target_window={data.target_window}; allowed: a "
+            f"divisor of it ({', '.join(str(d) for d in range(1, window + 1) if window % d == 0)})"
+        )
+    if data.pairs and cfg.model.source_attention != "isolated":
+        raise ConfigError(
+            "diffusion.objective=bd3lm on pairs reads the source as its first, clean block; allowed: "
+            "model.source_attention=isolated with it"
+        )
+
+
+def block_design(cfg: Config) -> dict[str, object]:
+    """The settings of block diffusion's denoiser: block-causal attention over ``diffusion.block_size``."""
+    return {"block_size": cfg.diffusion.block_size}
+
+
 def embedding_dimension(cfg: Config) -> dict[str, object]:
     """The settings of Diffusion-LM's denoiser: the dimension of the diffused embeddings."""
     return {"embedding_dim": cfg.diffusion.embedding_dim}
@@ -118,6 +148,8 @@ class Method:
     model_settings: ModelSettings | None = None
     sampling: SamplingKind = DENOISE
     exact_likelihood: bool = False
+    check: Callable[[Config], None] | None = None
+    """What else the family needs of a run's settings (one-line ConfigErrors), called by :func:`check_config`."""
 
     def __post_init__(self) -> None:
         if self.schedules and self.default_schedule not in self.schedules:
@@ -188,6 +220,16 @@ def check_config(cfg: Config) -> Config:
     ):
         if value not in allowed:
             raise invalid_choice(key, value, allowed)
+    if m.source_attention == "isolated" and not cfg.data.pairs:
+        raise ConfigError(
+            "model.source_attention=isolated separates a source from its target; allowed: with "
+            "data.source_field or data.format=chat"
+        )
+    if m.source_attention not in method.model.source_attentions:
+        raise ConfigError(
+            f"model.source_attention={m.source_attention!r} contradicts diffusion.objective={d.objective!r} "
+            f"({method.summary}); allowed: {', '.join(method.model.source_attentions)}"
+        )
     if cfg.training.distributed == "fsdp" and method.sampling == GAUSSIAN:
         raise ConfigError(
             f"training.distributed='fsdp' is not implemented for diffusion.objective={d.objective!r} "
@@ -204,6 +246,8 @@ def check_config(cfg: Config) -> Config:
             f"training.self_prompt={cfg.training.self_prompt} contradicts diffusion.objective={d.objective!r}"
             f" ({method.summary}); allowed: 0 for a model sampled {method.sampling.replace('_', ' ')}"
         )
+    if method.check is not None:
+        method.check(cfg)
     schedule = schedule_name(d)
     if schedule is not None and schedule not in method.schedules:
         raise ConfigError(
@@ -262,6 +306,8 @@ def build_model(cfg: Config) -> tuple[BackboneWrapperModel, PreTrainedTokenizerB
     tokenizer = load_tokenizer(path)
     settings_of = method.model_settings or (time_design if method.takes_time else None)
     settings = settings_of(cfg) if settings_of is not None else {}
+    if cfg.model.source_attention != "full":  # check_config let only a model that has it get here
+        settings["source_attention"] = cfg.model.source_attention
     model = method.model.from_backbone(path, tokenizer=tokenizer, **settings)
     if cfg.model.init == "scratch":
         config = type(model.config)(**{**model.config.to_dict(), "new_parameter_names": []})
@@ -328,6 +374,19 @@ register(
         model=DiffusionBertForMaskedLM,
         objective=lambda mask_id, schedule, cfg: AnyOrderObjective(mask_id),
         time_conditionings=("none",),
+    )
+)
+register(
+    Method(
+        name="bd3lm",
+        summary="BD3-LM: block diffusion, MDLM inside blocks of diffusion.block_size, left to right across",
+        model=DiffusionBertForMaskedLM,
+        objective=lambda mask_id, schedule, cfg: BlockDiffusionObjective(mask_id, schedule, cfg.block_size),
+        schedules=BASE_SCHEDULE_NAMES,
+        default_schedule="loglinear",
+        time_conditionings=("none",),
+        model_settings=block_design,
+        check=check_blocks,
     )
 )
 register(

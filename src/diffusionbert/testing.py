@@ -63,11 +63,12 @@ def tiny_model(
     model_type: str = "bert",
     max_position_embeddings: int = 64,
     seed: int = 0,
+    source_attention: str = "full",
 ) -> DiffusionBertForMaskedLM:
     """A tiny random model (2 layers, hidden 32, 2 heads) for tests; deterministic for a given ``seed``.
 
     With ``tokenizer`` the vocabulary size and special ids come from it, otherwise the
-    :func:`build_tiny_tokenizer` layout is assumed (pad 0, cls 2, mask 4).
+    :func:`build_tiny_tokenizer` layout is assumed (pad 0, cls 2, sep 3, mask 4).
     """
     sizes = _TINY_FAMILY_SIZES.get(model_type, {"intermediate_size": 64})
     return tiny_random(
@@ -79,6 +80,7 @@ def tiny_model(
         seed,
         sizes,
         time_conditioning=time_conditioning,
+        source_attention=source_attention,
     )
 
 
@@ -113,14 +115,14 @@ def tiny_random(
     """A tiny random model (2 layers, hidden 32, 2 heads, plus the family's ``sizes``) for tests.
 
     With ``tokenizer`` the vocabulary size and special ids come from it, otherwise the
-    :func:`build_tiny_tokenizer` layout is assumed (pad 0, cls 2, mask 4). ``settings`` are further
+    :func:`build_tiny_tokenizer` layout is assumed (pad 0, cls 2, sep 3, mask 4). ``settings`` are further
     config fields. Deterministic for a given ``seed``; the global RNG is left as it was.
     """
     if tokenizer is not None:
         vocab_size = len(tokenizer)
         ids = BackboneWrapperConfig.special_token_ids(tokenizer)
     else:
-        ids = {"mask_token_id": 4, "pad_token_id": 0, "cls_token_id": 2}
+        ids = {"mask_token_id": 4, "pad_token_id": 0, "cls_token_id": 2, "sep_token_id": 3}
     backbone_config = AutoConfig.for_model(
         model_type,
         vocab_size=vocab_size,

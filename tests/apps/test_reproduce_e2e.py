@@ -30,11 +30,13 @@ def tiny_plan(tiny_config, pairs_data, tmp_path) -> Path:
         data=pairs_data(data, max_length=32),
         diffusion={"objective": "diffusionbert", "schedule": "spindle", "num_steps": 2048},
     )
-    plan = yaml.safe_load(PLAN.read_text().replace("data.target_window=32", "data.target_window=8"))
+    text = PLAN.read_text().replace("data.target_window=32", "data.target_window=8")
+    plan = yaml.safe_load(text.replace("diffusion.block_size=16", "diffusion.block_size=8"))
     plan |= {
         "base": str(base),
         "output_dir": str(tmp_path / "models"),
         "results": str(tmp_path / "docs" / "results-e2e.md"),
+        "curve_plot": str(tmp_path / "docs" / "e2e-steps.png"),
         "common": ["training.max_steps=2", "training.save_every=0", "training.eval_every=0"],
         "protocol": {"test_file": str(data), "length": 8, "batch_size": 4},
     }
@@ -61,6 +63,9 @@ def test_every_decoder_is_a_scored_row_beside_the_anchors_and_reruns_from_cache(
         assert (scores.self_bleu is None) == (decoder.samples == 1)
     assert "| 65.93 | 8.61 | 68.50 | 2.23 |" in text  # TGen beside ours
     assert "comparable quality" in text and "more diverse" in text and "nrefs:var" in text
+    assert "![BLEU and SER against network calls](e2e-steps.png)" in text and Path(plan.curve_plot).is_file()
+    for curve in plan.curves:
+        assert all(f"| {curve.label} | {plan.decoder(name).label} |" in text for name in curve.decoders)
     page.write_text(text.replace(DISCUSSION_START + "\n", DISCUSSION_START + "\nOur reading.\n"))
     capsys.readouterr()
     reproduce_e2e(tiny_plan, progress=False)

@@ -353,6 +353,7 @@ def test_ctrl_c_stops_the_server_while_it_generates(pair_model, tmp_path) -> Non
         assert server.wait(timeout=15) == 0
     log = (tmp_path / "stderr.txt").read_text()
     assert "request 1: cancelled" in log and "Traceback" not in log
+    assert "cache: none (every step runs the whole sequence" in log  # the log says which cache it has
 
 
 # ----------------------------------------------------------------------------------------- without a browser

@@ -66,7 +66,7 @@ def test_blocks_are_decoded_left_to_right_each_before_the_next(name: str) -> Non
         sampler.timesteps(steps),
         generators,
         generated=generated,
-        block_length=block,
+        blocks=block_index(generated, block),
         on_step=lambda state: states.append(state.clone()),
         return_trajectory=True,
     )
@@ -92,7 +92,13 @@ def test_one_block_holding_everything_is_the_plain_loop() -> None:
     plain = denoise(random_denoiser(1), x, sampler, timesteps, generators, generated=generated)
     _, _, generators = _setup()
     blocked = denoise_blocks(
-        random_denoiser(1), x, sampler, timesteps, generators, generated=generated, block_length=12
+        random_denoiser(1),
+        x,
+        sampler,
+        timesteps,
+        generators,
+        generated=generated,
+        blocks=block_index(generated, 12),
     )
     assert torch.equal(plain.tokens, blocked.tokens) and torch.equal(plain.nfe, blocked.nfe)
 
@@ -108,7 +114,7 @@ def test_a_row_stops_after_the_block_where_it_generated_its_end() -> None:
         sampler.timesteps(steps),
         generators,
         generated=generated,
-        block_length=4,
+        blocks=block_index(generated, 4),
         end_id=SEP,
     )
     # row 0 writes [SEP] everywhere in its first block and is then filled, without another network call;

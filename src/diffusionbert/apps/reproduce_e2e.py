@@ -113,9 +113,18 @@ class Anchor:
 
 
 @dataclass(frozen=True)
+class Curve:
+    """Decoders of one model at more and more steps: a line of the speed-quality plot."""
+
+    label: str
+    decoders: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Plan:
     """A whole E2E reproduction (see the module doc); ``diffusion`` and ``baseline`` name the two decoders
-    whose diversity the claim compares (both with several samples per source)."""
+    whose diversity the claim compares (both with several samples per source); ``curves`` are drawn, BLEU
+    and SER against network calls, in ``curve_plot`` (a PNG beside the results page)."""
 
     title: str
     base: str
@@ -128,6 +137,8 @@ class Plan:
     anchors: tuple[Anchor, ...]
     diverse_diffusion: str
     diverse_baseline: str
+    curves: tuple[Curve, ...] = ()
+    curve_plot: str | None = None
 
     def model(self, name: str) -> Model:
         return named(self.models, name, "model")
@@ -151,6 +162,9 @@ def load_plan(path: str | Path) -> Plan:
             build_dataclass(Anchor, a, f"anchors[{i}]") for i, a in enumerate(raw.pop("anchors", []))
         ),
         "protocol": build_dataclass(Protocol, raw.pop("protocol", None), "protocol"),
+        "curves": tuple(
+            build_dataclass(Curve, c, f"curves[{i}]") for i, c in enumerate(raw.pop("curves", []))
+        ),
     }
     plan: Plan = build_dataclass(Plan, {**raw, **parts}, str(path))
     check_unique(path, "model", [m.name for m in plan.models])
@@ -164,6 +178,11 @@ def load_plan(path: str | Path) -> Plan:
     for name in (plan.diverse_diffusion, plan.diverse_baseline):
         if plan.decoder(name).samples < 2:
             raise ConfigError(f"decoder {name!r} compares diversity; allowed: samples >= 2 for it")
+    for curve in plan.curves:
+        for name in curve.decoders:
+            plan.decoder(name)
+    if plan.curves and plan.curve_plot is None:
+        raise ConfigError(f"{path}: curves are drawn in curve_plot; allowed: a PNG path with them")
     return plan
 
 
@@ -309,7 +328,8 @@ def results_page(plan: Plan, results: dict[str, DecoderResult], machine: str, pl
         f"- `{m.name}` ({m.label}): {', '.join(f'`{o}`' for o in m.overrides) or 'none'}" for m in plan.models
     ]
     lines += ["", "Published numbers: " + "; ".join(f"{a.label}: {a.source}" for a in plan.anchors) + "."]
-    lines += ["", "## The paper's claim, checked on our numbers", "", *claim_lines(plan, results)]
+    lines += ["", *curve_lines(plan, results)]
+    lines += ["## The paper's claim, checked on our numbers", "", *claim_lines(plan, results)]
     lines += [
         "",
         *discussion_section(Path(plan.results)),
@@ -324,6 +344,59 @@ def results_page(plan: Plan, results: dict[str, DecoderResult], machine: str, pl
         ]
         lines.append("")
     return "\n".join(lines)
+
+
+def curve_plot(plan: Plan, results: dict[str, DecoderResult], png: Path) -> None:
+    """BLEU and SER against mean network calls per text for each curve, the best AR row as a reference."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=110)
+    for curve in plan.curves:
+        rows = [results[name] for name in curve.decoders]
+        nfe = [r.nfe for r in rows]
+        left.plot(nfe, [r.scores.bleu for r in rows], marker="o", ms=3, lw=1.2, label=curve.label)
+        right.plot(nfe, [100 * (r.scores.ser or 0.0) for r in rows], marker="o", ms=3, lw=1.2)
+    baseline = [d for d in plan.decoders if is_left_to_right(plan, d)]
+    if baseline:
+        best = max(baseline, key=lambda d: results[d.name].scores.bleu)
+        left.axhline(results[best.name].scores.bleu, color="grey", ls="--", lw=1, label=best.label)
+        right.axhline(100 * (results[best.name].scores.ser or 0.0), color="grey", ls="--", lw=1)
+    for axis, name in ((left, "BLEU ↑"), (right, "slot error rate % ↓")):
+        axis.set_xscale("log")
+        axis.set_xlabel("network calls per text (mean)")
+        axis.set_ylabel(name)
+        axis.grid(alpha=0.3)
+    left.legend(fontsize=7)
+    fig.suptitle(f"{plan.title}: quality against decoding steps", fontsize=9)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png)
+    plt.close(fig)
+
+
+def curve_lines(plan: Plan, results: dict[str, DecoderResult]) -> list[str]:
+    """The speed-quality section: the plot and, per curve, each decoder's steps, calls, BLEU, SER and time."""
+    if not plan.curves or plan.curve_plot is None:
+        return []
+    lines = [
+        "## Quality against decoding steps",
+        "",
+        f"![BLEU and SER against network calls]({Path(plan.curve_plot).name})",
+        "",
+        "| curve | decoder | steps | NFE | BLEU ↑ | SER ↓ | time s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for curve in plan.curves:
+        for name in curve.decoders:
+            decoder, r = plan.decoder(name), results[name]
+            lines.append(
+                f"| {curve.label} | {decoder.label} | {decoder.steps} | {r.nfe:.1f} | {r.scores.bleu:.2f} |"
+                f" {_fmt(r.scores.ser, 1, 100)} % | {r.seconds:.0f} |"
+            )
+    return [*lines, ""]
 
 
 def is_left_to_right(plan: Plan, decoder: Decoder) -> bool:
@@ -375,6 +448,8 @@ def reproduce_e2e(
         print(f"decoding [{index + 1}/{len(plan.decoders)}] {decoder.name}: {decoder.label}")
         results[decoder.name] = evaluate_decoder(plan, decoder, progress=progress, device=device)
     page = Path(plan.results)
+    if plan.curve_plot is not None:
+        curve_plot(plan, results, Path(plan.curve_plot))
     text = results_page(plan, results, machine_description(), str(plan_path))
     atomic_file(page, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return page

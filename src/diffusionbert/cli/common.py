@@ -58,6 +58,8 @@ def decoding_options(exclude: Collection[str] = ()) -> argparse.ArgumentParser:
             options.update(nargs="+", type=name_value, metavar="NAME=VALUE")
         elif hint is bool:
             options["action"] = "store_true"
+        elif bool in typing.get_args(hint):  # yes, no, or the model's own: --flag / --no-flag
+            options["action"] = argparse.BooleanOptionalAction
         else:  # a number or a name, or None
             kind = next(t for t in (int, float, str) if t in (hint, *typing.get_args(hint)))
             options.update(type=kind, metavar="|".join(ENDS) if f.name == "end" else f.name.upper())

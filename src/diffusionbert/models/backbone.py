@@ -41,16 +41,18 @@ class BackboneWrapperConfig(PretrainedConfig):
     mask_token_id: int | None = None
     pad_token_id: int | None = None
     cls_token_id: int | None = None
+    sep_token_id: int | None = None
     forbidden_token_ids: list[int] | None = None
     new_parameter_names: list[str] | None = None
 
     @staticmethod
     def special_token_ids(tokenizer: PreTrainedTokenizerBase) -> dict[str, int | None]:
-        """The mask, pad and cls id fields of a config for ``tokenizer``."""
+        """The mask, pad, cls and sep id fields of a config for ``tokenizer`` ([SEP] ends a pair's source)."""
         return {
             "mask_token_id": tokenizer.mask_token_id,
             "pad_token_id": tokenizer.pad_token_id,
             "cls_token_id": tokenizer.cls_token_id,
+            "sep_token_id": tokenizer.sep_token_id,
         }
 
     def _derive_forbidden_token_ids(self) -> None:
@@ -78,6 +80,8 @@ class BackboneWrapperModel(PreTrainedModel):
     """
 
     supports_gradient_checkpointing = True
+    source_attentions: ClassVar[tuple[str, ...]] = ("full",)
+    """The ``model.source_attention`` designs the model can be built with (its ``from_backbone`` setting)."""
     # The Auto class that builds the backbone, what it is called and which families have one (for errors).
     _backbone_auto_class: ClassVar[Any]
     _backbone_kind: ClassVar[str]

@@ -17,6 +17,7 @@ encoders with BERT's layer layout (BERT, RoBERTa, ELECTRA and their copies in ``
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -100,21 +101,46 @@ def _has_bert_layout(layer: nn.Module) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class PrefixKeys:
+    """What every layer's attention reads of a batch of prefixes (a source, or a context and the finished
+    blocks of block diffusion): keys and values [B, heads, P, d] per layer (zeros at padding), which prefix
+    positions are real [B, P], and each prefix's length [B] (the position of the first token after it). When
+    no prefix position attends to what follows it, they do not depend on it, so they are computed once
+    (:func:`prefix_keys`) and read by every later call (:func:`encode_after_prefix`)."""
+
+    keys: tuple[Tensor, ...]
+    values: tuple[Tensor, ...]
+    mask: Tensor
+    length: Tensor
+
+    def select(self, rows: Tensor) -> PrefixKeys:
+        """The prefixes of ``rows`` [b] (an index per row)."""
+        return PrefixKeys(
+            tuple(k[rows] for k in self.keys),
+            tuple(v[rows] for v in self.values),
+            self.mask[rows],
+            self.length[rows],
+        )
+
+
 def encode_real_tokens(
     layers: nn.ModuleList,
     embeddings: Tensor,
     attention_mask: Tensor,
     positions: Tensor,
     layer_offsets: Callable[[int], Tensor] | None = None,
+    visible: Tensor | None = None,
 ) -> Tensor:
     """The encoder's last hidden states [n, H] at the n True entries of ``positions`` [B, L] (row-major).
 
     ``embeddings`` [B, L, H] is the embedding layer's output, ``attention_mask`` [B, L] marks the real tokens
     (``positions`` must lie among them); only real tokens are computed. ``layer_offsets(i)`` [B, H], if given,
-    is added to every token of a row before layer i (layer-wise time conditioning).
+    is added to every token of a row before layer i (layer-wise time conditioning). ``visible`` [B, L, L], if
+    given, says which keys each query may attend to (isolated source attention), among the real ones.
     """
     real = attention_mask.bool()
-    key_mask = real[:, None, None, :]
+    key_mask = real[:, None, None, :] if visible is None else (visible & real[:, None, :])[:, None]
     slots = real.flatten().nonzero().squeeze(1)  # each real token's row in the flattened [B·L] layout
     rows = slots // real.shape[1]
     tokens = embeddings.flatten(0, 1).index_select(0, slots)
@@ -123,23 +149,82 @@ def encode_real_tokens(
     for index, layer in enumerate(layers):
         if layer_offsets is not None:
             tokens = tokens + layer_offsets(index).to(tokens.dtype)[rows]
-        tokens = _bert_layer(layer, tokens, slots, key_mask, keep if index == last else None)
+        q, k, v = _project(layer, tokens, slots, real.shape)
+        tokens = _bert_layer(layer, tokens, slots, q, k, v, key_mask, keep if index == last else None)
     return tokens
 
 
-def _bert_layer(
-    layer: nn.Module, tokens: Tensor, slots: Tensor, key_mask: Tensor, keep: Tensor | None
+def prefix_keys(
+    layers: nn.ModuleList, embeddings: Tensor, attention_mask: Tensor, visible: Tensor | None = None
+) -> PrefixKeys:
+    """Every layer's keys and values of a batch of prefixes (``embeddings`` [B, P, H] of their tokens,
+    ``attention_mask`` [B, P] the real ones), each attending only to itself (and within it as ``visible``
+    [B, P, P] says, if given: block-causal blocks)."""
+    real = attention_mask.bool()
+    key_mask = real[:, None, None, :] if visible is None else (visible & real[:, None, :])[:, None]
+    slots = real.flatten().nonzero().squeeze(1)
+    tokens = embeddings.flatten(0, 1).index_select(0, slots)
+    keys, values = [], []
+    for index, layer in enumerate(layers):
+        q, k, v = _project(layer, tokens, slots, real.shape)
+        keys.append(k)
+        values.append(v)
+        if index < len(layers) - 1:  # the last layer's output is never read
+            tokens = _bert_layer(layer, tokens, slots, q, k, v, key_mask, None)
+    return PrefixKeys(tuple(keys), tuple(values), real, real.sum(-1))
+
+
+def encode_after_prefix(
+    layers: nn.ModuleList, embeddings: Tensor, attention_mask: Tensor, positions: Tensor, prefix: PrefixKeys
 ) -> Tensor:
-    """One BERT layer on the real tokens [N, H] at ``slots`` of the padded batch; with ``keep`` [N] only
-    those rows leave attention."""
+    """:func:`encode_real_tokens` of a span that follows cached prefixes (``embeddings`` [B, T, H] of its
+    tokens, embedded at their positions after the prefix, ``attention_mask`` [B, T]), each token attending to
+    its row's prefix and to every real token of the span: exactly the states the whole sequence's encoder
+    gives those tokens when nothing in the span is hidden from another and nothing after it is seen, at a
+    fraction of its work."""
+    real = attention_mask.bool()
+    key_mask = torch.cat([prefix.mask, real], 1)[:, None, None, :]
+    slots = real.flatten().nonzero().squeeze(1)
+    tokens = embeddings.flatten(0, 1).index_select(0, slots)
+    keep = positions.flatten()[slots]
+    last = len(layers) - 1
+    for index, layer in enumerate(layers):
+        q, k, v = _project(layer, tokens, slots, real.shape)
+        k, v = torch.cat([prefix.keys[index], k], 2), torch.cat([prefix.values[index], v], 2)
+        tokens = _bert_layer(layer, tokens, slots, q, k, v, key_mask, keep if index == last else None)
+    return tokens
+
+
+def _project(
+    layer: nn.Module, tokens: Tensor, slots: Tensor, shape: torch.Size
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The layer's queries, keys and values of the real tokens [N, H] at ``slots`` of a padded batch of
+    ``shape`` [B, L], laid out [B, heads, L, d] with zeros at padding."""
     attention = layer.attention.self
-    batch, length = key_mask.shape[0], key_mask.shape[-1]
+    batch, length = shape
     projections = (attention.query, attention.key, attention.value)
     qkv = F.linear(
         tokens, torch.cat([p.weight for p in projections]), torch.cat([p.bias for p in projections])
     )  # one matmul for the three projections
     laid_out = qkv.new_zeros(batch * length, qkv.shape[-1]).index_copy_(0, slots, qkv)  # zeros at padding
     q, k, v = laid_out.view(batch, length, 3, attention.num_attention_heads, -1).permute(2, 0, 3, 1, 4)
+    return q, k, v
+
+
+def _bert_layer(
+    layer: nn.Module,
+    tokens: Tensor,
+    slots: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    key_mask: Tensor,
+    keep: Tensor | None,
+) -> Tensor:
+    """The rest of one BERT layer on the real tokens [N, H] at ``slots`` of the padded batch, from their
+    queries ``q`` and the keys and values it attends to; with ``keep`` [N] only those rows leave attention."""
+    attention = layer.attention.self
+    batch, length = q.shape[0], q.shape[2]
     dropout = attention.dropout.p if attention.training else 0.0
     context = _attend(q, k, v, key_mask, attention.scaling, dropout)
     context = context.transpose(1, 2).reshape(batch * length, -1).index_select(0, slots)

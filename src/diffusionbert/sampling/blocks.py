@@ -43,7 +43,7 @@ def denoise_blocks(
     generator: Generators,
     *,
     generated: Tensor,
-    block_length: int,
+    blocks: Tensor,
     end_id: int | None = None,
     noise_mask: Tensor | None = None,
     cache: bool = False,
@@ -52,11 +52,12 @@ def denoise_blocks(
     self_prompt: SelfPrompt | None = None,
     on_step: Callable[[Tensor], None] | None = None,
 ) -> DenoiseResult:
-    """Decode the ``generated`` positions of x block by block (see the module doc); each block walks all of
-    ``timesteps``, so a call takes up to ``blocks × len(timesteps)`` steps. The other arguments mean what
-    they mean for :func:`denoise`; the trajectory holds the start and every step of every block
-    ([B, blocks · K + 1, L]), and ``advance`` counts ``len(timesteps)`` per block."""
-    blocks = block_index(generated, block_length)
+    """Decode the ``generated`` positions of x block by block (see the module doc): ``blocks`` [B, L] numbers
+    each generated position's block (:func:`block_index`, or a block-diffusion model's own blocks; −1 where
+    nothing is generated). Each block walks all of ``timesteps``, so a call takes up to ``blocks ×
+    len(timesteps)`` steps. The other arguments mean what they mean for :func:`denoise`; the trajectory holds
+    the start and every step of every block ([B, blocks · K + 1, L]), and ``advance`` counts
+    ``len(timesteps)`` per block."""
     num_blocks = int(blocks.max()) + 1
     x = x.masked_fill(generated, sampler.mask_id)
     nfe = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)

@@ -116,6 +116,7 @@ def describe(pipe: Pipeline, title: str) -> dict[str, Any]:
         "title": title,
         "modes": list(pipe.modes),
         "main_mode": pipe.main_mode,
+        "cache": pipe.cache,
         "samplers": list(pipe.sampler_names()),
         "supports": {
             "steps": supports.steps,

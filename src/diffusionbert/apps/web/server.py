@@ -39,6 +39,13 @@ STATIC = Path(__file__).parent / "static"
 MAX_BODY = 64 * 1024
 """The largest request body accepted (a long conversation fits many times over)."""
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+CACHES = {
+    "prompt": "each source's keys and values are computed once; every step runs the answer only",
+    "key-value": "left to right: each token is computed once",
+    "none": "every step runs the whole sequence (a model trained with model.source_attention=isolated "
+    "would cache its source)",
+}
+"""What the log says of each kind of :attr:`~diffusionbert.sampling.Pipeline.cache`."""
 
 
 def _log(line: str) -> None:
@@ -139,6 +146,7 @@ def serve(pipe: Pipeline, title: str, host: str = "127.0.0.1", port: int = 7860)
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     print(f"serving {title} at http://{shown}:{bound}/ (Ctrl-C stops)", flush=True)
+    _log(f"cache: {pipe.cache} ({CACHES[pipe.cache]})")
     if host not in LOCAL_HOSTS:
         _log(f"warning: {host} is not this machine's loopback; anyone who can reach it can use the model")
     app = create_app(pipe, title)

@@ -65,6 +65,10 @@ class AutoregressivePipeline(Pipeline, kind=LEFT_TO_RIGHT):
         )
 
     @property
+    def cache(self) -> str:
+        return "key-value"
+
+    @property
     def own_sampler(self) -> str:
         """``autoregressive``: a draw per token from the model's own distribution."""
         return "autoregressive"

@@ -81,6 +81,8 @@ class Supports:
     """``temperature``, ``top_k`` and ``top_p``."""
     sampler_options: bool = False
     """``sampler_options``: a sampler's own settings (a threshold, an unmasking schedule…)."""
+    prompt_cache: bool = False
+    """``prompt_cache``: a source's keys and values computed once (:mod:`~diffusionbert.sampling.cache`)."""
     trajectories: bool = False
     """``return_trajectory``: every state of a text, from the first to the last."""
     live: bool = False
@@ -126,6 +128,7 @@ _OPTIONAL: tuple[tuple[str, str, Callable[[DecodingConfig, Outputs], bool]], ...
     ("guidance", "guidance", lambda decoding, _: bool(decoding.guidance)),
     ("temperature/top_k/top_p", "sharpening", lambda decoding, _: decoding.sharpened),
     ("sampler_options", "sampler_options", lambda decoding, _: bool(decoding.sampler_options)),
+    ("prompt_cache", "prompt_cache", lambda decoding, _: decoding.prompt_cache is not None),
     ("return_trajectory", "trajectories", lambda _, outputs: outputs.return_trajectory),
     ("on_step", "live", lambda _, outputs: outputs.on_step is not None),
 )
@@ -230,6 +233,13 @@ class Pipeline(ABC):
         chat = getattr(self.tokenizer, "chat_template", None) is not None
         paired = () if self.trained_on_pairs is False else ("chat" if chat else "source",)
         return (*self._modes_without_source(), *paired)
+
+    @property
+    def cache(self) -> str:
+        """What a decode keeps instead of recomputing: ``prompt`` (each source's keys and values, computed
+        once: isolated source attention), ``key-value`` (the prefix of a left-to-right decode) or ``none``
+        (the whole sequence runs at every step)."""
+        return "none"
 
     @property
     def guided(self) -> bool:

@@ -30,7 +30,8 @@ from ...errors import ConfigError, invalid_choice
 from ...methods import DENOISE, objective_from_config
 from ...models import DiffusionBertForMaskedLM
 from ..blocks import block_index, denoise_blocks
-from ..loop import DenoiseResult, denoise
+from ..cache import PrefixCache
+from ..loop import Denoiser, DenoiseResult, denoise
 from ..output import SampleOutput
 from ..samplers import SAMPLERS, Sampler, build_sampler
 from .base import Outputs, Supports, TemplatePipeline
@@ -56,6 +57,7 @@ class DiffusionPipeline(TemplatePipeline, kind=DENOISE):
         guidance=True,
         sharpening=True,
         sampler_options=True,
+        prompt_cache=True,
         trajectories=True,
         live=True,
     )
@@ -130,13 +132,19 @@ class DiffusionPipeline(TemplatePipeline, kind=DENOISE):
         it generated its [SEP].
         """
         assert decoding.sampler is not None and decoding.length is not None  # resolved by the call
+        block_length = self._block_length(decoding, conditioning)
         end = resolve_end(
-            decoding.end,
+            decoding.end or ("generated" if self.model.config.block_size else None),
             decoding.length,
             conditioning.infill,
             self.target_window,
             self.self_prompt is not None,
         )
+        if end == "predicted" and self.model.config.block_size:
+            raise ConfigError(
+                'end="predicted" reads every position of the window at once, but block diffusion sees no '
+                'block before it is decoded; allowed: end="generated" (a text ends at its block with [SEP])'
+            )
         sampler = self._sampler(decoding)
         timesteps = sampler.timesteps(decoding.steps)
         layout = self._layouts(decoding.length, conditioning)
@@ -145,38 +153,41 @@ class DiffusionPipeline(TemplatePipeline, kind=DENOISE):
         prompted = self.self_prompt is not None  # prompted rows are right-padded to the longest span
         padded = prompted or bool((layout.ids == tok.pad_token_id).any())
         cache = self.use_cache and self.time_conditioning == "none" and not prompted
+        self._check_prompt_cache(decoding.prompt_cache)
 
-        def predict(x: Tensor, time: Tensor, positions: Tensor) -> Tensor:
-            attention_mask = (x != tok.pad_token_id).long() if padded else None
-            logits = self.model(
-                input_ids=x, attention_mask=attention_mask, t=time, positions=positions
-            ).logits
-            if not guidance:
-                return logits
-            every_row = torch.ones_like(x[:, 0], dtype=torch.bool)
-            hidden = mask_sources(x, every_row, tok.sep_token_id, tok.mask_token_id)
-            unconditional = self.model(
-                input_ids=hidden, attention_mask=attention_mask, t=time, positions=positions
-            )
-            return guided_logits(logits, unconditional.logits, guidance)
+        def predictor() -> Denoiser:
+            """The network's prediction of a batch (guided with ``guidance``), through its own prompt caches
+            (one per branch of guidance) when the model has them."""
+            network, unconditional = self._network(decoding, padded), self._network(decoding, padded)
 
-        def call_model(x: Tensor, time: Tensor, positions: Tensor) -> Tensor:
-            logits = predict(x, time, positions)
-            if end == "predicted":  # the text's length is decided: no [SEP] inside it
-                logits[:, tok.sep_token_id] = float("-inf")
-            return logits
+            def predict(x: Tensor, time: Tensor, positions: Tensor) -> Tensor:
+                logits = network(x, time, positions)
+                if not guidance:
+                    return logits
+                every_row = torch.ones_like(x[:, 0], dtype=torch.bool)
+                hidden = mask_sources(x, every_row, tok.sep_token_id, tok.mask_token_id)
+                return guided_logits(logits, unconditional(hidden, time, positions), guidance)
+
+            return predict
 
         if end == "predicted":
             first_time = sampler.time_input(timesteps[0][0])
-            layout = predicted_ends(layout, predict, first_time, decoding.batch_size, tok.sep_token_id)
+            layout = predicted_ends(layout, predictor(), first_time, decoding.batch_size, tok.sep_token_id)
 
-        block_length = decoding.block_length
-        num_blocks = 1 if block_length is None else int(block_index(layout.generated, block_length).max()) + 1
+        num_blocks = 1 if block_length is None else int(self._blocks(layout, block_length).max()) + 1
         end_id = tok.sep_token_id if end == "generated" else None
 
         def run(
             rows: Layout, generators: list[torch.Generator], advance: Callable[[int], None]
         ) -> DenoiseResult:
+            predict = predictor()  # the batch's own caches: freed with it
+
+            def call_model(x: Tensor, time: Tensor, positions: Tensor) -> Tensor:
+                logits = predict(x, time, positions)
+                if end == "predicted":  # the text's length is decided: no [SEP] inside it
+                    logits[:, tok.sep_token_id] = float("-inf")
+                return logits
+
             common = {
                 "generated": rows.generated,
                 "noise_mask": rows.noise_mask,
@@ -194,7 +205,7 @@ class DiffusionPipeline(TemplatePipeline, kind=DENOISE):
                 sampler,
                 timesteps,
                 generators,
-                block_length=block_length,
+                blocks=self._blocks(rows, block_length),
                 end_id=end_id,
                 **common,
             )
@@ -203,6 +214,70 @@ class DiffusionPipeline(TemplatePipeline, kind=DENOISE):
         return self._generate(
             layout, decoding, steps, outputs.progress, run, extra_nfe=int(end == "predicted")
         )
+
+    @property
+    def cache(self) -> str:
+        return "prompt" if self.caches_prompt else "none"
+
+    @property
+    def caches_prompt(self) -> bool:
+        """Whether a call can compute what precedes the span it denoises once (:mod:`~diffusionbert.sampling.cache`):
+        a model trained with isolated source attention or block diffusion on a BERT-layout encoder, not
+        self-prompting."""
+        return self.model.caches_prefix and self.self_prompt is None
+
+    def _check_prompt_cache(self, prompt_cache: bool | None) -> None:
+        """Refuse ``prompt_cache=True`` for a model that cannot have it (a one-line ConfigError)."""
+        if prompt_cache and not self.caches_prompt:
+            if not self.model.blocks_apply:
+                why = "what comes before the answer attends to it: model.source_attention=full"
+            else:
+                why = "it is self-prompting" if self.self_prompt else "its encoder is not of BERT's layout"
+            raise ConfigError(
+                "prompt_cache=True needs a model trained with model.source_attention=isolated or block "
+                f"diffusion, on a BERT-layout encoder, and this one cannot ({why}); allowed: "
+                "prompt_cache=None or False"
+            )
+
+    def _network(self, decoding: DecodingConfig, padded: bool) -> Denoiser:
+        """The network call of a decode: through a prompt cache where it applies (and ``prompt_cache`` is
+        not False), else the whole sequence (masking out padding when a batch has any)."""
+        if decoding.prompt_cache is not False and self.caches_prompt:
+            return PrefixCache(self.model, self.tokenizer.pad_token_id)
+
+        def whole(x: Tensor, time: Tensor, positions: Tensor) -> Tensor:
+            attention_mask = (x != self.tokenizer.pad_token_id).long() if padded else None
+            return self.model(input_ids=x, attention_mask=attention_mask, t=time, positions=positions).logits
+
+        return whole
+
+    def _block_length(self, decoding: DecodingConfig, conditioning: Conditioning) -> int | None:
+        """The blocks a call decodes in: ``block_length``, or for a block-diffusion model its trained
+        ``block_size`` (the only one it decodes; an infill template, whose later text such a model cannot
+        see, is refused)."""
+        trained = self.model.config.block_size
+        if trained is None:
+            return decoding.block_length
+        if decoding.block_length not in (None, trained):
+            raise ConfigError(
+                f"block_length={decoding.block_length} conflicts with the block_size={trained} this block "
+                f"diffusion model was trained with; allowed: block_length={trained} (or none)"
+            )
+        if conditioning.infill:
+            raise ConfigError(
+                "infill= fixes text after a blank, which a block-diffusion model never sees while it decodes "
+                "the blank's block; allowed: prompt= or source="
+            )
+        return trained
+
+    def _blocks(self, rows: Layout, block_length: int) -> Tensor:
+        """The decoding block of each generated position [R, L] (−1 elsewhere): the model's own blocks for a
+        block-diffusion model (counted from its context, so a prompt fills the first ones), else runs of
+        ``block_length`` generated positions."""
+        blocks = self.model.blocks(rows.ids) if self.model.config.block_size else None
+        if blocks is None:
+            return block_index(rows.generated, block_length)
+        return torch.where(rows.generated, blocks - 1, -1)
 
     def _sampler(self, decoding: DecodingConfig) -> Sampler:
         """The call's sampler, built with its own options and the sharpening."""
