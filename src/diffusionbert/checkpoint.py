@@ -237,7 +237,9 @@ def load_model_dir(directory: str | Path, device: torch.device | str | None = No
 def load_initial_model(cfg: Config) -> tuple[Any, Any]:
     """The network and tokenizer a run starts from when ``model.init_from`` names a trained model directory
     (the second stage of a recipe). Its weights are all trained by now, so none counts as newly created (no
-    head learning rate); its method and time design must be the run's, as the weights fit no other.
+    head learning rate); its method, time design and blocks must be the run's, as the weights fit no other.
+    Its source attention is the run's (a second stage on pairs may isolate its source: the same weights, a
+    mask that keeps the source from reading the answer).
 
     Raises:
         CheckpointError: not a trained model directory (see :func:`load_model_dir`).
@@ -246,15 +248,20 @@ def load_initial_model(cfg: Config) -> tuple[Any, Any]:
     directory = cfg.model.init_from
     assert directory is not None  # the caller checks; narrows the type
     loaded = load_model_dir(directory)
+    blocks = getattr(loaded.model.config, "block_size", None)
     for option, wanted, found in (
         ("diffusion.objective", cfg.diffusion.objective, loaded.diffusion_cfg.objective),
         ("model.time_conditioning", cfg.model.time_conditioning, loaded.model_cfg.time_conditioning),
+        ("diffusion.block_size", cfg.diffusion.block_size if blocks is not None else None, blocks),
     ):
         if wanted != found:
             raise ConfigError(
                 f"model.init_from={directory} holds a model with {option}={found!r} but this run has "
                 f"{option}={wanted!r}; allowed: the same {option} as the model it starts from"
             )
+    if cfg.model.source_attention != loaded.model_cfg.source_attention:
+        loaded.model.config.sep_token_id = loaded.tokenizer.sep_token_id  # where a source ends
+        loaded.model.config.source_attention = cfg.model.source_attention
     loaded.model.config.new_parameter_names = []
     loaded.model.train()
     return loaded.model, loaded.tokenizer

@@ -20,7 +20,7 @@ PLAN = Path(__file__).resolve().parents[2] / "configs" / "reproduce.yaml"
 def tiny_plan(tiny_config, tiny_texts, tmp_path) -> Path:
     """configs/reproduce.yaml with its rows, claims and judge kept, on the tiny backbone and a few steps."""
     base, _ = tiny_config()
-    plan = yaml.safe_load(PLAN.read_text())
+    plan = yaml.safe_load(PLAN.read_text().replace("diffusion.block_size=16", "diffusion.block_size=8"))
     plan |= {
         "base": str(base),
         "output_dir": str(tmp_path / "rows"),
@@ -45,7 +45,7 @@ def test_quick_reproduction_writes_every_row_claim_and_plot_and_reruns_from_cach
     page = reproduce(tiny_plan, progress=False)
     plan = load_plan(tiny_plan)
     text = page.read_text()
-    assert len(plan.rows) == 14 and len(plan.claims) >= 8
+    assert len(plan.rows) == 16 and len(plan.claims) >= 8
     for row in plan.rows:
         assert f"| **{row.label}** |" in text
         stored = json.loads((Path(plan.output_dir) / row.name / "evaluation.json").read_text())

@@ -39,7 +39,7 @@ def tiny_plan(tiny_config, tmp_path) -> Path:
     }
     stage2 = tmp_path / "chat.yaml"
     stage2.write_text(yaml.safe_dump(chat))
-    plan = yaml.safe_load(PLAN.read_text())
+    plan = yaml.safe_load(PLAN.read_text().replace("diffusion.block_size=16", "diffusion.block_size=8"))
     # a model instruction-tuned straight from the backbone, beside the plan's two-stage ones
     plan["models"].append({**plan["models"][0], "name": "direct", "label": "no stage 1", "adapted": False})
     plan["decoders"].append({**plan["decoders"][0], "name": "direct-decoder", "model": "direct"})

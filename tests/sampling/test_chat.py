@@ -360,11 +360,19 @@ def test_chat_in_a_terminal_answers_resets_and_survives_bad_lines(chat_model) ->
     assert child.exitstatus == 0
 
 
-def test_ctrl_c_discards_the_answer_and_the_conversation_goes_on(chat_model) -> None:
-    # Mask-Predict re-masks every step, so each of its 20,000 steps is a network call (minutes of work): the
-    # interrupt is sent once the answer is seen forming (an event of the command, not a clock), long before
-    # it could end
-    child = _spawn(chat_model, "--steps", "20000", "--sampler", "gibbs", "--length", "16")
+@pytest.fixture(scope="module")
+def timed_chat_model(tmp_path_factory, chat_backbone, chat_data) -> Path:
+    """The tiny chat model with layer-wise time: its logits change with t, so every step is a network call."""
+    base = tmp_path_factory.mktemp("timed-chat")
+    train_run(chat_config(base, chat_backbone, chat_data, model={"time_conditioning": "layerwise"}))
+    return base / "run" / "final"
+
+
+def test_ctrl_c_discards_the_answer_and_the_conversation_goes_on(chat_model, timed_chat_model) -> None:
+    # a time-conditioned model calls the network at every one of its 20,000 ancestral steps (minutes of work,
+    # however fast the machine): the interrupt is sent once the answer is seen forming (an event of the
+    # command, not a clock), long before it could end
+    child = _spawn(timed_chat_model, "--steps", "20000", "--sampler", "ancestral", "--length", "16")
     child.expect("you>")
     child.sendline("describe the big cat")
     child.expect(BLANK)  # a masked position of the forming answer is on screen

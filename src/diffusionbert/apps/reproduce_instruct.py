@@ -54,12 +54,14 @@ class Stage:
 
 @dataclass(frozen=True)
 class Model:
-    """A model to train through the stages: overrides of both stages' configs; with ``adapted`` False it is
+    """A model to train through the stages: overrides of both stages' configs, and ``stage2`` of the second
+    only (e.g. isolated source attention, which plain texts do not have); with ``adapted`` False it is
     instruction-tuned straight from the pre-trained backbone (no stage 1)."""
 
     name: str
     label: str
     overrides: tuple[str, ...] = ()
+    stage2: tuple[str, ...] = ()
     adapted: bool = True
 
 
@@ -165,7 +167,13 @@ def stage_configs(plan: Plan, model: Model) -> tuple[Config | None, Config]:
         start = [f"model.init_from={out / 'final'}"]
     second = load_config(
         plan.stage2.base,
-        [*plan.stage2.common, *model.overrides, *start, f"training.output_dir={root / 'stage2'}"],
+        [
+            *plan.stage2.common,
+            *model.overrides,
+            *model.stage2,
+            *start,
+            f"training.output_dir={root / 'stage2'}",
+        ],
     )
     return first, second
 
