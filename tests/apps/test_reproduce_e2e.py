@@ -85,14 +85,23 @@ def test_every_decoder_is_a_scored_row_beside_the_anchors_and_reruns_from_cache(
     # make bench's speed-at-quality rows: the best AR row, and a diffusion row (bookkeeping, not timings)
     from diffusionbert.apps.bench import bench_conditional, conditional_report, speed_at_quality_rows
 
-    diffusion, ar = speed_at_quality_rows(plan)
-    assert is_left_to_right(plan, ar) and not is_left_to_right(plan, diffusion)
+    rows = speed_at_quality_rows(plan)
+    assert all(is_left_to_right(plan, d) for d in rows.ar) and "greedy" in {d.sampler for d in rows.ar}
+    assert not any(is_left_to_right(plan, d) for d in rows.diffusion)
     ar_rows = [d for d in plan.decoders if is_left_to_right(plan, d)]
-    assert stored_result(plan, ar).scores.bleu == max(stored_result(plan, d).scores.bleu for d in ar_rows)
-    timings = bench_conditional(plan, (diffusion, ar), sources=2)
-    assert [(t.label, t.batch) for t in timings] == [(r.label, b) for r in (diffusion, ar) for b in (1, 2)]
-    section = conditional_report(timings, "settings")
-    assert "Batch 1: diffusion ÷ AR" in section and "Batch 2: diffusion ÷ AR" in section
+    assert stored_result(plan, rows.best_ar).scores.bleu == max(
+        stored_result(plan, d).scores.bleu for d in ar_rows
+    )
+    cached_models = {m.name for m in plan.models if "model.source_attention=isolated" in m.overrides}
+    assert {d.model for d in rows.diffusion} >= cached_models  # every cached model has its row
+    assert len({d.model for d in rows.diffusion}) == len(rows.diffusion)  # one row per model
+    timings = bench_conditional(plan, rows.all[:1] + rows.ar, sources=2)
+    assert [(t.label, t.batch) for t in timings] == [
+        (r.label, b) for r in rows.all[:1] + rows.ar for b in (1, 2)
+    ]
+    section = conditional_report(timings, type(rows)(rows.ar, rows.diffusion[:1]), "settings")
+    assert "÷ AR tokens/s, batch 1 | ÷ AR tokens/s, batch 2 | goal |" in section
+    assert f"| {rows.diffusion[0].label} | " in section
 
 
 @pytest.mark.parametrize(

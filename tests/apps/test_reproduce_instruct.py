@@ -86,6 +86,20 @@ def test_both_stages_train_and_every_model_and_decoder_is_a_row(tiny_plan, capsy
     assert out.count("reusing the finished run") == stages
     assert "Our reading." in page.read_text()
 
+    # make bench's chat timing: each trained model's first decoder, the same prompts (bookkeeping only)
+    from diffusionbert.apps.bench_decoding import bench_chat, chat_report
+
+    timings = bench_chat(plan, prompts=2)
+    firsts = [next(d for d in plan.decoders if d.model == m.name) for m in plan.models]
+    assert [t.label for t in timings] == [d.label for d in firsts]
+    assert all(t.seconds_per_answer > 0 and t.mean_nfe >= 1 for t in timings)
+    baseline = next(d.label for d in plan.decoders if d.model == plan.baseline)
+    section = chat_report(timings, baseline, "settings")
+    assert f"| {baseline} | " in section and "| 1.00× |" in section
+    isolated = load_model_dir(root / "mdlm-isolated" / "stage2" / "final")
+    assert isolated.model_cfg.source_attention == "isolated"  # stage 2 isolated its source
+    assert isolated.model.config.source_attention == "isolated"
+
 
 def test_a_bad_plan_is_a_one_line_error(tiny_plan) -> None:
     plan = yaml.safe_load(tiny_plan.read_text())

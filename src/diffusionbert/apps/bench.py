@@ -38,13 +38,16 @@ from ..training.step import denoiser_terms
 from ..utils.io import atomic_file
 from ..utils.runtime import default_device, machine_description, synchronize
 from .bench_decoding import (
+    bench_chat,
     bench_conditional,
     bench_sampling,
+    chat_report,
     conditional_report,
     sampling_report,
     speed_at_quality_rows,
 )
 from .reproduce_e2e import load_plan
+from .reproduce_instruct import load_plan as load_instruct_plan
 
 
 @dataclass(frozen=True)
@@ -385,23 +388,44 @@ def families_report(timings: list[FamilyTiming], settings: str) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class BenchSettings:
+    """What ``make bench`` measures on: the training sentences (``data``: the first ``sentences`` of it,
+    ``steps`` timed steps, ``rounds`` of each kind), the demo model for the samplers (``checkpoint``,
+    ``num_samples``), and the reproductions whose rows it times (``e2e_plan``: ``e2e_sources`` test MRs;
+    ``instruct_plan``: ``chat_prompts`` instructions); ``seed`` for all."""
+
+    data: Path
+    checkpoint: Path = Path("runs/demo/final")
+    sentences: int = 256
+    steps: int = 4
+    rounds: int = 3
+    seed: int = 0
+    num_samples: int = 8
+    e2e_plan: Path = Path("configs/reproduce-e2e.yaml")
+    e2e_sources: int = 32
+    instruct_plan: Path = Path("configs/reproduce-instruct.yaml")
+    chat_prompts: int = 32
+
+
 def run_bench(
-    data: Path,
-    checkpoint: Path,
+    b: BenchSettings,
     out: Path,
-    *,
-    sentences: int = 256,
-    steps: int = 4,
-    rounds: int = 3,
-    seed: int = 0,
-    num_samples: int = 8,
-    e2e_plan: Path = Path("configs/reproduce-e2e.yaml"),
-    e2e_sources: int = 32,
     device: str | torch.device | None = None,
     report: Callable[[str], None] = print,
 ) -> Path:
     """Every benchmark, in one run: each section goes to ``report`` when done, all of them to ``out``. The
-    conditional speed comparison needs the results of ``make reproduce-e2e`` (skipped, said so, without)."""
+    conditional and chat comparisons need the results of ``make reproduce-e2e`` and ``make
+    reproduce-instruct`` (skipped, said so, without)."""
+    data, checkpoint, sentences, steps, rounds, seed = (
+        b.data,
+        b.checkpoint,
+        b.sentences,
+        b.steps,
+        b.rounds,
+        b.seed,
+    )
+    num_samples = b.num_samples
     if not (checkpoint / "diffusion.json").is_file():
         raise CheckpointError(
             f"sampling benchmark needs a trained model at {checkpoint}: run `make demo` first"
@@ -433,19 +457,34 @@ def run_bench(
     )
     sections.append(families_report(families, settings))
     report(sections[-1])
-    plan = load_plan(e2e_plan)
+    plan = load_plan(b.e2e_plan)
     rows = speed_at_quality_rows(plan)
     if rows is None:
-        report(f"(no conditional speed comparison: run `make reproduce-e2e` first for {e2e_plan})")
+        report(f"(no conditional speed comparison: run `make reproduce-e2e` first for {b.e2e_plan})")
     else:
         settings = (
-            f"Machine: {machine}. The rows of `{plan.results}` (plan `{e2e_plan}`): the AR row of the highest"
-            " test BLEU and the fastest diffusion row within 1 BLEU of it (else the diffusion row of the highest"
-            f" BLEU), each decoding the first {e2e_sources} test MRs as in the table (one warm-up call first);"
-            " batch 1 times the first 4 MRs one at a time. Text tokens: WordPiece tokens of the kept text."
+            f"Machine: {machine}. The rows of `{plan.results}` (plan `{b.e2e_plan}`): the AR row of the highest"
+            " test BLEU and AR greedy (left to right, key-value cache), and the best-BLEU row of the best model"
+            " decoded in full and of every model with the exact prompt cache (isolated source attention, block"
+            f" diffusion), each decoding the first {b.e2e_sources} test MRs as in the table (one warm-up call"
+            " first); batch 1 times the first 4 MRs one at a time. Text tokens: WordPiece tokens of the kept"
+            " text."
         )
-        timed = bench_conditional(plan, rows, sources=e2e_sources, device=device)
-        sections.append(conditional_report(timed, settings))
+        timed = bench_conditional(plan, rows.all, sources=b.e2e_sources, device=device)
+        sections.append(conditional_report(timed, rows, settings))
+        report(sections[-1])
+    instruct = load_instruct_plan(b.instruct_plan)
+    chats = bench_chat(instruct, prompts=b.chat_prompts, device=device)
+    baseline = next((d.label for d in instruct.decoders if d.model == instruct.baseline), None)
+    if not chats or baseline not in {t.label for t in chats}:
+        report(f"(no chat timing: run `make reproduce-instruct` first for {b.instruct_plan})")
+    else:
+        settings = (
+            f"Machine: {machine}. The instruction-tuned models of plan `{b.instruct_plan}`, each with its first"
+            f" decoder row, answering the first {b.chat_prompts} test instructions of"
+            f" `{instruct.protocol.test_file}` one at a time, as `chat` does (one warm-up answer first)."
+        )
+        sections.append(chat_report(chats, baseline, settings))
         report(sections[-1])
     text = (
         "# Benchmarks\n\nEvery number below comes from `make bench` (`diffusionbert bench`), ratios measured "

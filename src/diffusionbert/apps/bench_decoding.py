@@ -1,6 +1,7 @@
 """Decoding benchmarks behind ``make bench``: samplers on the demo model (the exact cache against the uncached
-reference, the fast decoders), and conditional decoding on E2E at equal quality (the fastest diffusion row
-within 1 BLEU of the best AR row, against that AR row), each a ratio measured in the same run.
+reference, the fast decoders), conditional decoding on E2E at equal quality (the diffusion rows, with and
+without the exact prompt cache, against the AR rows of the same backbone), and chat answers of the
+instruction-tuned models, each a ratio measured in the same run.
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ from pathlib import Path
 
 import torch
 
-from ..config import DecodingConfig
+from ..config import DEFAULT_ANSWER_LENGTH, DecodingConfig
 from ..data import load_texts
+from ..data.chat import load_chat
 from ..evaluation.conditional import mbr_select
 from ..sampling import DiffusionPipeline, load_pipeline
 from ..utils.runtime import default_device, synchronize
-from .reproduce_e2e import Decoder, Plan, is_left_to_right, model_dir, stored_result
+from .reproduce_e2e import Decoder, Plan, is_left_to_right, model_config, model_dir, stored_result
+from .reproduce_instruct import Plan as InstructPlan
+from .reproduce_instruct import final_dir
 
 
 @dataclass(frozen=True)
@@ -100,20 +104,52 @@ class DecodeTiming:
     mean_nfe: float
 
 
-def speed_at_quality_rows(plan: Plan) -> tuple[Decoder, Decoder] | None:
-    """The two rows the speed comparison times: the AR row of the highest BLEU, and among the diffusion rows
-    within 1 BLEU of it the fastest (by its measured decode time), else the diffusion row of the highest
-    BLEU; None while either kind has no up-to-date result (``make reproduce-e2e`` first)."""
+@dataclass(frozen=True)
+class SpeedRows:
+    """The rows of the E2E table the speed comparison times: the AR row of the highest BLEU and AR greedy (left
+    to right with a key-value cache), and the diffusion rows, each the best-BLEU row of its model: the best
+    one of a model decoded in full, and every model with the exact prompt cache (isolated source attention
+    or block diffusion)."""
+
+    ar: tuple[Decoder, ...]
+    diffusion: tuple[Decoder, ...]
+
+    @property
+    def best_ar(self) -> Decoder:
+        return self.ar[0]
+
+    @property
+    def all(self) -> tuple[Decoder, ...]:
+        return (*self.diffusion, *self.ar)
+
+
+def speed_at_quality_rows(plan: Plan) -> SpeedRows | None:
+    """The rows :func:`bench_conditional` times (:class:`SpeedRows`); None while either kind has no up-to-date
+    result (``make reproduce-e2e`` first)."""
     results = {d.name: r for d in plan.decoders if (r := stored_result(plan, d)) is not None}
     left = [d for d in plan.decoders if d.name in results and is_left_to_right(plan, d)]
     diffusion = [d for d in plan.decoders if d.name in results and not is_left_to_right(plan, d)]
     if not left or not diffusion:
         return None
-    ar = max(left, key=lambda d: results[d.name].scores.bleu)
-    close = [d for d in diffusion if results[d.name].scores.bleu >= results[ar.name].scores.bleu - 1.0]
-    if close:
-        return min(close, key=lambda d: results[d.name].seconds), ar
-    return max(diffusion, key=lambda d: results[d.name].scores.bleu), ar
+
+    def bleu(decoder: Decoder) -> float:
+        return results[decoder.name].scores.bleu
+
+    ar = sorted(left, key=bleu, reverse=True)
+    greedy = [d for d in ar if d.sampler == "greedy"]
+    best_of_model: dict[str, Decoder] = {}
+    for decoder in sorted(diffusion, key=bleu, reverse=True):
+        best_of_model.setdefault(decoder.model, decoder)
+    cached = [d for d in best_of_model.values() if caches_prompt(plan, d)]
+    full = [d for d in best_of_model.values() if not caches_prompt(plan, d)][:1]
+    ar_rows = (ar[0], *(greedy[:1] if greedy and greedy[0] is not ar[0] else ()))
+    return SpeedRows(ar_rows, (*full, *cached))
+
+
+def caches_prompt(plan: Plan, decoder: Decoder) -> bool:
+    """Whether a decoder's model has the exact prompt cache (trained with isolated source attention, which
+    block diffusion on pairs needs too)."""
+    return model_config(plan, plan.model(decoder.model)).model.source_attention == "isolated"
 
 
 def bench_conditional(
@@ -151,12 +187,15 @@ def bench_conditional(
     return timings
 
 
-def conditional_report(timings: list[DecodeTiming], settings: str) -> str:
-    """The speed-at-quality section: the two rows at both batch sizes and the diffusion ÷ AR ratios."""
-    diffusion, ar = timings[0].label, timings[-1].label
+def conditional_report(timings: list[DecodeTiming], rows: SpeedRows, settings: str) -> str:
+    """The speed-at-quality section: every row at both batch sizes, and each diffusion row's text tokens/s
+    against the best AR row's, with its BLEU gap (the goal: at least 2× at batch 1 within 1 BLEU, and at
+    least equal at the larger batch)."""
     by = {(t.label, t.batch): t for t in timings}
+    batches = sorted({t.batch for t in timings})
+    ar = rows.best_ar.label
     lines = [
-        "## Conditional decoding speed at equal quality (issue 13)",
+        "## Conditional decoding speed at equal quality (issue 27)",
         "",
         settings,
         "",
@@ -168,14 +207,75 @@ def conditional_report(timings: list[DecodeTiming], settings: str) -> str:
             for t in timings
         ],
         "",
+        f"Each diffusion row against the best AR row ({ar}):",
+        "",
+        "| diffusion row | BLEU gap | "
+        + " | ".join(f"÷ AR tokens/s, batch {b}" for b in batches)
+        + " | goal |",
+        "|---|---|" + "---|" * len(batches) + "---|",
     ]
-    gap = by[(diffusion, 1)].bleu - by[(ar, 1)].bleu
-    for batch in sorted({t.batch for t in timings}):
-        ratio = by[(diffusion, batch)].tokens_per_s / by[(ar, batch)].tokens_per_s
-        verdict = "met" if ratio >= 2 and gap >= -1 else "**not met**"
+    for decoder in rows.diffusion:
+        gap = by[(decoder.label, batches[0])].bleu - by[(ar, batches[0])].bleu
+        ratios = [by[(decoder.label, b)].tokens_per_s / by[(ar, b)].tokens_per_s for b in batches]
+        met = gap >= -1.0 and ratios[0] >= 2.0 and ratios[-1] >= 1.0
+        cells = " | ".join(f"{r:.2f}×" for r in ratios)
+        lines.append(f"| {decoder.label} | {gap:+.2f} | {cells} | {'met' if met else '**not met**'} |")
+    return "\n".join([*lines, ""])
+
+
+@dataclass(frozen=True)
+class ChatTiming:
+    """A chat decoder timed answering prompts one at a time: seconds and network calls per answer."""
+
+    label: str
+    seconds_per_answer: float
+    mean_nfe: float
+    mean_words: float
+
+
+def bench_chat(
+    plan: InstructPlan, prompts: int = 32, device: str | torch.device | None = None
+) -> list[ChatTiming]:
+    """Each model's first decoder row of the instruction-tuning plan (its headline one), answering the same
+    first ``prompts`` test instructions one at a time, as ``chat`` does (after one warm-up answer); models
+    not trained yet are left out."""
+    p = plan.protocol
+    timings = []
+    for model in plan.models:
+        final = final_dir(plan, model)
+        decoders = [d for d in plan.decoders if d.model == model.name]
+        if not decoders or not (final / "diffusion.json").is_file():
+            continue
+        pipe = load_pipeline(final, default_device(device))
+        sources = list(load_chat(p.test_file, pipe.tokenizer)["source"])[:prompts]
+        decoding = decoders[0].decoding(p, pipe.target_window or DEFAULT_ANSWER_LENGTH)
+        pipe(source=sources[0], config=decoding)  # warm-up
+        model_device = next(pipe.model.parameters()).device
+        synchronize(model_device)
+        start = time.perf_counter()
+        answers = [pipe(source=source, config=decoding) for source in sources]
+        synchronize(model_device)
+        seconds = time.perf_counter() - start
+        nfe = sum(a.nfe[0] for a in answers) / len(answers)
+        words = sum(len(a.texts[0].split()) for a in answers) / len(answers)
+        timings.append(ChatTiming(decoders[0].label, seconds / len(sources), nfe, words))
+    return timings
+
+
+def chat_report(timings: list[ChatTiming], baseline: str, settings: str) -> str:
+    """The chat section: seconds per answer of each row, and its ratio to the AR row's (goal: at most 1×)."""
+    ar = next((t for t in timings if t.label == baseline), None)
+    lines = [
+        "## Chat: seconds per answer (issue 27)",
+        "",
+        settings,
+        "",
+        "| decoder | s / answer | ÷ AR | network calls / answer | words / answer |",
+        "|---|---|---|---|---|",
+    ]
+    for t in timings:
+        ratio = f"{t.seconds_per_answer / ar.seconds_per_answer:.2f}×" if ar is not None else "–"
         lines.append(
-            f"Batch {batch}: diffusion ÷ AR text tokens/s **{ratio:.2f}×** at a BLEU gap of {gap:+.2f}"
-            f" (goal: ≥ 2× within 1 BLEU: {verdict})."
+            f"| {t.label} | {t.seconds_per_answer:.3f} | {ratio} | {t.mean_nfe:.1f} | {t.mean_words:.1f} |"
         )
-        lines.append("")
-    return "\n".join(lines)
+    return "\n".join([*lines, ""])

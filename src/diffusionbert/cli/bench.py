@@ -31,17 +31,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="E2E plan whose results the speed comparison uses",
     )
     p.add_argument("--e2e-sources", type=positive_int, default=32, help="test MRs timed per decoder")
+    p.add_argument(
+        "--instruct-plan",
+        default="configs/reproduce-instruct.yaml",
+        help="instruction-tuning plan whose models the chat timing uses",
+    )
+    p.add_argument("--chat-prompts", type=positive_int, default=32, help="instructions answered per model")
     p.add_argument("--out", default="docs/benchmarks.md")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..apps.bench import run_bench
+    from ..apps.bench import BenchSettings, run_bench
 
-    out = run_bench(
+    settings = BenchSettings(
         Path(args.data),
         Path(args.checkpoint),
-        Path(args.out),
         sentences=args.sentences,
         steps=args.steps,
         rounds=args.rounds,
@@ -49,6 +54,8 @@ def run(args: argparse.Namespace) -> None:
         num_samples=args.num_samples,
         e2e_plan=Path(args.e2e_plan),
         e2e_sources=args.e2e_sources,
-        device=args.device,
+        instruct_plan=Path(args.instruct_plan),
+        chat_prompts=args.chat_prompts,
     )
+    out = run_bench(settings, Path(args.out), device=args.device)
     print(f"wrote {out}")
