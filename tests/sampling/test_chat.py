@@ -326,11 +326,22 @@ def test_the_ar_baseline_chats_too(tmp_path, chat_backbone, chat_data, capsys) -
 
 
 def _spawn(chat_model: Path, *args: str):
+    """``diffusionbert chat`` in a pseudo-terminal. Ctrl-C is restored to its default in the child: a test run
+    started in the background of a non-interactive shell ignores SIGINT, and an ignored signal stays ignored
+    across exec (Python would then never raise KeyboardInterrupt)."""
+    import signal
+
     pexpect = pytest.importorskip("pexpect")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", "TERM": "xterm"}
     command = [sys.executable, "-m", "diffusionbert.cli", "chat", "--checkpoint", str(chat_model), *args]
     return pexpect.spawn(
-        command[0], command[1:], env=env, timeout=120, encoding="utf-8", codec_errors="replace"
+        command[0],
+        command[1:],
+        env=env,
+        timeout=120,
+        encoding="utf-8",
+        codec_errors="replace",
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
