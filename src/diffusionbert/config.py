@@ -160,10 +160,19 @@ DEFAULT_ANSWER_LENGTH = 64
 """The answer window of a chat model trained without a target window."""
 
 
+TEMPERATURES = (1e-3, 1e3)
+"""The range of a temperature other than 0 (greedy): log-probabilities divided by it stay finite in float32
+(1e-40 would overflow them to ±inf and decode nothing)."""
+
+
 def check_sharpening(temperature: float, top_k: int, top_p: float) -> None:
     """Reject a temperature, top-k or top-p that no draw can honour (one-line errors)."""
-    if not temperature >= 0:
-        raise ConfigError(f"temperature={temperature!r} is not valid; allowed: temperature >= 0")
+    low, high = TEMPERATURES
+    if not (temperature == 0 or low <= temperature <= high):
+        raise ConfigError(
+            f"temperature={temperature!r} is not valid; allowed: 0 (the most likely token) or "
+            f"{low:g} <= temperature <= {high:g}"
+        )
     if top_k < 0:
         raise ConfigError(f"top_k={top_k!r} is not valid; allowed: 0 (off) or a positive count")
     if not 0 < top_p <= 1:

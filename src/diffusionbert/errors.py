@@ -34,6 +34,15 @@ class TrainingError(DiffusionBertError, RuntimeError):
     """Training cannot go on: its losses or gradients stayed non-finite (the run diverged)."""
 
 
+class RunStopped(DiffusionBertError, RuntimeError):
+    """A run stopped on request (SIGTERM, Ctrl-C) after writing a checkpoint; ``exit_code`` is the shell's
+    code for the signal (143, 130)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 def invalid_choice(field: str, value: object, allowed: Iterable[str]) -> ConfigError:
     """A ConfigError for ``field=value`` that lists what is allowed and suggests the nearest name."""
     allowed = sorted(allowed)

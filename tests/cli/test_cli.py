@@ -221,3 +221,20 @@ def test_the_demo_describes_mrs_scores_them_and_marks_texts_without_an_mr_that_c
     path, _ = tiny_config(data=pairs, training={"max_steps": 1})
     with pytest.raises(ConfigError, match=r"needs training\.source_dropout > 0"):
         demo.run_demo(path, progress=False, examples=data)
+
+
+def test_overrides_are_taken_wherever_they_stand_on_the_command_line(tiny_config, capsys):
+    from diffusionbert.cli import main
+    from diffusionbert.cli.main import parse
+
+    args = parse(["train", "--config", "c.yaml", "training.lr=0.1", "--overwrite", "training.seed=3"])
+    assert args.overwrite and args.overrides == ["training.lr=0.1", "training.seed=3"]
+    path, out = tiny_config(training={"max_steps": 1, "save_every": 0, "eval_every": 0})
+    argv = ["train", "--config", str(path), "training.seed=7", "--no-progress", "training.log_every=5"]
+    assert main(argv) == 0
+    ran = load_config(out / "config.yaml")
+    assert ran.training.seed == 7 and ran.training.log_every == 5
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--config", str(path), "training.seed=7", "--overwrite", "stray"])
+    assert exit_info.value.code == 2 and "unrecognized arguments: stray" in capsys.readouterr().err

@@ -562,6 +562,44 @@ def test_out_paths_are_checked_and_leave_no_temporaries(trained_run, tmp_path, c
     assert _temporaries(tmp_path, tmp_path / "new") == []
 
 
+def test_only_a_regular_file_is_ever_replaced_and_new_files_follow_the_umask(tmp_path):
+    target = tmp_path / "report.json"
+    io.write_json(target, {"a": 1})
+    old = os.umask(0o027)
+    try:
+        fresh = tmp_path / "fresh.json"
+        io.write_json(fresh, {"a": 1})
+        assert fresh.stat().st_mode & 0o777 == 0o640  # the umask, not mkstemp's private 0600
+    finally:
+        os.umask(old)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~old
+    target.chmod(0o600)
+    io.write_json(target, {"a": 2})
+    assert target.stat().st_mode & 0o777 == 0o600  # a replaced file keeps its mode
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text("mine")
+    link = tmp_path / "link.json"
+    link.symlink_to(elsewhere)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for path, kind in ((link, "a symbolic link"), (fifo, "not a regular file"), (tmp_path, "a directory")):
+        with pytest.raises(OutputError, match=f"cannot write {path}: it is {kind}, which is never replaced"):
+            io.write_json(path, {"a": 3})
+    assert link.is_symlink() and elsewhere.read_text() == "mine" and fifo.exists()
+    assert _temporaries(tmp_path) == []
+
+
+def test_a_run_never_replaces_a_config_it_did_not_write(tiny_config, tmp_path, capsys):
+    path, out = tiny_config(training={"max_steps": 1, "save_every": 0, "eval_every": 0})
+    out.mkdir(parents=True)
+    mine = out / "config.yaml"
+    mine.write_text("# my own notes\n")
+    for extra in ((), ("--overwrite",)):
+        code, _, err = _cli(capsys, "train", "--config", str(path), *extra)
+        _one_line_error(code, err, "holds a config.yaml that no run wrote", "another --output-dir")
+        assert mine.read_text() == "# my own notes\n"
+
+
 def test_a_failing_writer_leaves_the_target_and_no_temporary(tmp_path):
     target = tmp_path / "report.json"
     target.write_text("old")

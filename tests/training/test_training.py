@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from diffusionbert import checkpoint
+from diffusionbert.checkpoint import list_checkpoints
 from diffusionbert.config import load_config
 from diffusionbert.errors import CheckpointError
 from diffusionbert.training import lr_lambda, train
@@ -26,13 +27,11 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 
 def _losses(run: Path) -> dict[int, float]:
-    """The last logged training loss of every step (a resumed run logs some steps twice)."""
-    out = {}
-    for line in (run / "log.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        if "loss" in record:
-            out[record["step"]] = record["loss"]
-    return out
+    """The logged training loss of every step; each step is logged once, also across a resume."""
+    steps = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    steps = [record for record in steps if "loss" in record]
+    assert len({r["step"] for r in steps}) == len(steps), "a step is logged twice"
+    return {record["step"]: record["loss"] for record in steps}
 
 
 @pytest.mark.parametrize(
@@ -140,6 +139,48 @@ def test_resume_after_sigkill_equals_uninterrupted_run_bit_for_bit(tiny_config):
     a = load_file(str(base / "a" / "final" / "model.safetensors"))
     b = load_file(str(base / "b" / "final" / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_sigterm_writes_a_checkpoint_at_the_next_step_and_says_how_to_resume(tiny_config):
+    """What SLURM, Kubernetes and ``timeout`` send before a kill: the run stops at a step boundary with a
+    checkpoint there (exit 143 and one line), and --resume continues from it, each step logged once."""
+    path, out = tiny_config(training={"max_steps": 100_000, "save_every": 0, "eval_every": 0, "log_every": 1})
+    victim = subprocess.Popen(
+        [*CLI, "train", "--config", str(path), "--no-progress"],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and victim.poll() is None:  # the event: a trained step in the log
+        if (out / "log.jsonl").exists() and _losses(out):
+            break
+        time.sleep(0.02)
+    assert victim.poll() is None, "the run ended before it was stopped"
+    victim.send_signal(signal.SIGTERM)
+    _, err = victim.communicate(timeout=120)
+    assert victim.returncode == 143, err
+    assert err.count("\n") == 1 and "training stopped by SIGTERM at step" in err and "--resume" in err
+    stopped_at = max(_losses(out))
+    assert [step for step, _ in list_checkpoints(out / "checkpoints")] == [stopped_at]
+    assert not (out / "final").exists()
+    subprocess.run(
+        [
+            *CLI,
+            "train",
+            "--config",
+            str(path),
+            "--resume",
+            f"training.max_steps={stopped_at + 3}",
+            "--no-progress",
+        ],
+        check=True,
+        env=ENV,
+        capture_output=True,
+    )
+    assert sorted(_losses(out)) == list(range(1, stopped_at + 4)) and (out / "final").is_dir()
 
 
 def _torchrun(*args: str) -> subprocess.CompletedProcess:

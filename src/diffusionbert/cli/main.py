@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import typing
 from collections.abc import Callable, Sequence
@@ -50,9 +51,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line, with a command's ``section.key=value`` overrides taken wherever they stand (argparse
+    reads positionals only as one run, so ``train --config c a.b=1 --resume c.d=2`` would leave the second
+    behind); anything else unknown is the usual one-line error."""
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if hasattr(args, "overrides"):
+        args.overrides += [token for token in unknown if _OVERRIDE.fullmatch(token)]
+        unknown = [token for token in unknown if not _OVERRIDE.fullmatch(token)]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
+_OVERRIDE = re.compile(r"[A-Za-z_]\w*\.[A-Za-z_]\w*=.*", re.DOTALL)
+"""A config override, ``section.key=value``."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: every expected failure becomes one line on stderr and exit code 2."""
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     from ..utils.runtime import keep_freed_memory
 
     _quiet_libraries()
@@ -62,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         func(args)
     except DiffusionBertError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_code", 2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

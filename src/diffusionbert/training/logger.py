@@ -8,13 +8,26 @@ from typing import Any
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from ..utils.io import atomic_file
+
 
 class RunLogger:
     """JSONL and TensorBoard logs of the main process."""
 
-    def __init__(self, out: Path, enabled: bool) -> None:
+    def __init__(self, out: Path, enabled: bool, resumed_at: int | None = None) -> None:
+        """Append to ``out/log.jsonl``; a run resumed at step ``resumed_at`` first drops the records of the
+        steps after it (written before the interruption, and about to be trained again), so the log holds
+        each step once."""
         self.enabled = enabled
-        self.file = (out / "log.jsonl").open("a", encoding="utf-8") if enabled else None
+        path = out / "log.jsonl"
+        if enabled and resumed_at is not None and path.is_file():
+            kept = [
+                line for line in path.read_text(encoding="utf-8").splitlines() if _step(line) <= resumed_at
+            ]
+            atomic_file(
+                path, lambda tmp: tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+            )
+        self.file = path.open("a", encoding="utf-8") if enabled else None
         self.tb = None
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
@@ -34,6 +47,14 @@ class RunLogger:
         if self.enabled:
             self.file.close()
             self.tb.close()
+
+
+def _step(line: str) -> float:
+    """The step of a log line (an unreadable line, left by a kill mid-write, counts as past every step)."""
+    try:
+        return float(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
 
 
 def training_progress(enabled: bool) -> Progress:

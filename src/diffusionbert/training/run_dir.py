@@ -100,6 +100,12 @@ def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> list[tuple[int,
         raise ConfigError("--resume and --overwrite contradict each other; allowed: at most one of them")
     remove_temporaries(out)
     remove_temporaries(out / "checkpoints")
+    found = [name for name in RUN_CONTENT if name != "config.yaml" and (out / name).exists()]
+    if (out / "config.yaml").exists() and not found:
+        raise OutputError(
+            f"output dir {out} holds a config.yaml that no run wrote (no log.jsonl, checkpoints/ or final/ "
+            "beside it), which a run would replace; allowed: another --output-dir"
+        )
     if overwrite:
         for name in RUN_CONTENT:
             path = out / name
@@ -114,7 +120,6 @@ def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> list[tuple[int,
             f"--resume: output dir {out} has no checkpoint to continue from; allowed: the directory of a "
             "run with checkpoints/step-N, or no --resume to start a new run"
         )
-    found = [name for name in RUN_CONTENT if name != "config.yaml" and (out / name).exists()]
     if not resume and found:
         raise ConfigError(
             f"output dir {out} already holds a run ({', '.join(found)}); pass --resume to continue it, "

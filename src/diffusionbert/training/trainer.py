@@ -33,7 +33,7 @@ from ..config import Config, save_config
 from ..diffusion.corruption import mask_sources
 from ..diffusion.objectives import Objective
 from ..diffusion.self_prompt import self_prompt_layout
-from ..errors import ConfigError, DiffusionBertError, TrainingError
+from ..errors import ConfigError, DiffusionBertError, RunStopped, TrainingError
 from ..methods import check_config, objective_from_config
 from ..utils.io import atomic_file
 from ..utils.runtime import default_device
@@ -52,6 +52,7 @@ from .run_dir import RunLock, prepare_run_dir, resume_point
 from .sharding import full_tensor, gradients_kept_local, is_sharded, reshard
 from .state import EMA, TrainerState, batches_from
 from .step import denoiser_terms
+from .stopping import SIGNALS, StopRequests
 
 
 @dataclass(frozen=True)
@@ -182,12 +183,14 @@ class Trainer:
         if self.is_main:
             # what really runs (resumed: with its changes)
             atomic_file(self.out / "config.yaml", lambda tmp: save_config(self.cfg, tmp))
-        log = RunLogger(self.out, enabled=self.is_main)
+        resumed_at = self.state.step if self.resume_from is not None else None
+        log = RunLogger(self.out, enabled=self.is_main, resumed_at=resumed_at)
         try:
             log.write({"step": self.state.step, **setup_summary(self.accelerator, self.model)})
             if self.resume_from is not None:
                 log.write({"step": self.state.step, "resumed_from": self.resume_from.name, **self.changes})
-            self._loop(log)
+            with StopRequests() as stop:
+                self._loop(log, stop)
             final_bound = self._log_bound(log) if self.valid_batches else None
             self.checkpoints.save(self.state)
             final = self.checkpoints.save_final()
@@ -196,8 +199,9 @@ class Trainer:
             self.close()
         return TrainResult(self.out, final, self.state.step, final_bound)
 
-    def _loop(self, log: RunLogger) -> None:
-        """Optimizer steps up to ``max_steps``, with the in-loop evaluations and checkpoints."""
+    def _loop(self, log: RunLogger, stop: StopRequests) -> None:
+        """Optimizer steps up to ``max_steps``, with the in-loop evaluations and checkpoints; a stop request
+        (SIGTERM, Ctrl-C) ends it at the next step boundary with a checkpoint (:mod:`.stopping`)."""
         t = self.cfg.training
         bad_in_row = 0
         with training_progress(self.progress and self.is_main) as bar:
@@ -236,8 +240,23 @@ class Trainer:
                     break  # the final evaluation and checkpoint follow the loop
                 if t.eval_every and self.state.step % t.eval_every == 0 and self.valid_batches:
                     self._log_bound(log)
-                if t.save_every and self.state.step % t.save_every == 0:
+                saved = bool(t.save_every and self.state.step % t.save_every == 0)
+                if saved:
                     self.checkpoints.save(self.state)
+                if (signal_number := stop.agreed(self.accelerator)) is not None:
+                    raise self._stopped(signal_number, saved, log)
+
+    def _stopped(self, signal_number: int, saved: bool, log: RunLogger) -> RunStopped:
+        """Write a checkpoint at this step (unless one was just written) and say how to go on."""
+        name, code = SIGNALS[signal_number]
+        if not saved:
+            self.checkpoints.save(self.state)
+        log.write({"step": self.state.step, "stopped": name})
+        return RunStopped(
+            f"training stopped by {name} at step {self.state.step} of {self.cfg.training.max_steps}, with a "
+            f"checkpoint there; to continue, run the same command with --resume",
+            code,
+        )
 
     def _diverged(self, in_row: int) -> TrainingError:
         """The error that stops a run whose last ``in_row`` batches all had a non-finite loss or gradient."""

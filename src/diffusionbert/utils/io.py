@@ -121,11 +121,18 @@ def atomic_directory(target: Path) -> Iterator[Path]:
 def atomic_file(target: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` on a temporary file beside ``target``, then move it onto ``target`` in one step.
 
-    A ``target`` that is a directory, or a parent that cannot hold files, is a one-line :class:`OutputError`;
-    on any error the temporary file is removed and ``target`` is left as it was.
+    Only a regular file is ever replaced: a ``target`` that is a directory, a symbolic link or anything else
+    (a device such as ``/dev/null``, a pipe), or a parent that cannot hold files, is a one-line
+    :class:`OutputError`; on any error the temporary file is removed and ``target`` is left as it was. The
+    new file keeps the mode of the file it replaces, else gets the process's umask (``mkstemp`` alone would
+    make it private to the owner).
     """
-    if target.is_dir():
-        raise OutputError(f"cannot write {target}: it is a directory; allowed: a file path")
+    if target.is_symlink() or (target.exists() and not target.is_file()):
+        kind = "a directory" if target.is_dir() and not target.is_symlink() else "not a regular file"
+        kind = "a symbolic link" if target.is_symlink() else kind
+        raise OutputError(
+            f"cannot write {target}: it is {kind}, which is never replaced; allowed: a file path"
+        )
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.tmp-")
@@ -135,6 +142,7 @@ def atomic_file(target: Path, write: Callable[[Path], None]) -> None:
     tmp = Path(name)
     try:
         write(tmp)
+        os.chmod(tmp, target.stat().st_mode & 0o7777 if target.exists() else 0o666 & ~_umask())
         _fsync_path(tmp)
         os.replace(tmp, target)
         _fsync_path(target.parent)
@@ -142,6 +150,16 @@ def atomic_file(target: Path, write: Callable[[Path], None]) -> None:
         raise OutputError(f"cannot write {target}: {_reason(exc)}") from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    """The process's file-creation mask (read without changing it where /proc has it)."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        status = Path("/proc/self/status").read_text(encoding="utf-8").splitlines()
+        return int(next(line for line in status if line.startswith("Umask:")).split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _reason(exc: BaseException) -> str:

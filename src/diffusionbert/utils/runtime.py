@@ -46,7 +46,8 @@ def keep_freed_memory() -> bool:
 def default_device(requested: str | torch.device | None = None) -> torch.device:
     """The device a command runs its model on: ``requested`` when given (checked), else CUDA when present.
 
-    ``requested`` is what ``--device`` takes: ``cpu``, ``cuda``, ``cuda:N`` or any other torch device string.
+    ``requested`` is what ``--device`` takes: ``cpu``, ``cuda`` or ``cuda:N`` (a device that holds no data,
+    such as ``meta``, or one this build cannot run, such as ``mps`` without it, is a one-line error).
     """
     if requested is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -54,6 +55,8 @@ def default_device(requested: str | torch.device | None = None) -> torch.device:
         device = torch.device(requested)
     except (RuntimeError, TypeError):
         raise ConfigError(f"device={requested!r} is not valid; allowed: cpu, cuda, cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device={requested!r} is not valid; allowed: cpu, cuda, cuda:N")
     if device.type == "cuda":
         count = torch.cuda.device_count()
         if count == 0:
