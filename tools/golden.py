@@ -374,7 +374,7 @@ def serve(work: Path) -> dict[str, Any]:
     """The live page's API on the pair model with source dropout: every mode, its events."""
     from starlette.testclient import TestClient
 
-    from diffusionbert.apps.web.server import create_app
+    from diffusionbert.apps.web.server import Access, create_app
     from diffusionbert.sampling import load_pipeline
 
     print("golden: serve", file=sys.stderr, flush=True)
@@ -393,7 +393,8 @@ def serve(work: Path) -> dict[str, Any]:
         "blocks": {"mode": "source", "text": "name[Zizzi]", "sampler": "confidence", "length": 16},
     }
     results: dict[str, Any] = {}
-    with TestClient(create_app(pipe, "golden")) as client:
+    access = Access.serving("127.0.0.1", 80)
+    with TestClient(create_app(pipe, "golden", access), base_url="http://127.0.0.1:80") as client:
         for name, body in requests.items():
             body = {**common, **body}
             if name == "blocks":

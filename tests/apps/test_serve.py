@@ -299,7 +299,7 @@ def test_a_closed_tab_or_stop_ends_its_generation_and_frees_the_queue(browser, p
         ("infill", "", {}, "the infill text is empty"),
         ("infill", "the cat sat", {}, "has no [MASK] placeholder"),
         ("unconditional", None, {"length": 0}, "length=0 is not valid"),
-        ("unconditional", None, {"length": 5000}, "more than the model's"),
+        ("unconditional", None, {"length": 5000}, "length=5000 is not valid; allowed: an integer <="),
         ("prompt", "the cat", {"steps": 20000}, "steps=20000 is not valid"),
         ("source", "red cat", {"top_p": 0}, "top_p=0.0 is not valid"),
     ],

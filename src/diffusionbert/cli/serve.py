@@ -27,6 +27,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="model directory (a run's final/ or a checkpoint)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     p.add_argument("--port", type=port_number, default=7860, help="port (default 7860; 0: any free port)")
+    p.add_argument(
+        "--allowed-origin",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a page that may use the server besides its own (scheme://host[:port]; repeatable): how a "
+        "deliberate deployment names the address its users reach it by",
+    )
     p.set_defaults(func=run)
 
 
@@ -37,4 +45,7 @@ def run(args: argparse.Namespace) -> None:
     from ..utils.runtime import default_device
 
     loaded = load_model_dir(args.checkpoint, device=default_device(args.device))
-    serve(pipeline_for(loaded), f"{args.checkpoint} ({loaded.method.name} model)", args.host, args.port)
+    directory = loaded.directory.resolve()
+    name = directory.parent.name if directory.name in ("final", "model") else directory.name
+    title = f"{name} ({loaded.method.name} model)"  # the page is shown a name, never a path
+    serve(pipeline_for(loaded), title, args.host, args.port, tuple(args.allowed_origin))

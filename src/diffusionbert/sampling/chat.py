@@ -46,20 +46,29 @@ def fit_conversation(
         ConfigError: the tokenizer has no chat template; the newest message does not fit on its own.
     """
     kept = check_messages(messages, last="user")
-    dropped = 0
-    while True:
-        prompt = render_prompt(tokenizer, kept)
-        size = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
-        if size <= budget:
-            return prompt, dropped
-        older = [i for i, message in enumerate(kept[:-1]) if message["role"] != "system"]
-        if not older:
-            raise ConfigError(
-                f"the message is too long: its prompt takes {size} tokens and the model reads at most {budget} "
-                "before its answer; allowed: a shorter message (or a shorter answer window)"
-            )
-        del kept[older[0]]
-        dropped += 1
+    older = [i for i, message in enumerate(kept[:-1]) if message["role"] != "system"]
+
+    def fitted(drop: int) -> tuple[str, int]:  # the prompt without the ``drop`` oldest droppable messages
+        gone = set(older[:drop])
+        prompt = render_prompt(tokenizer, [m for i, m in enumerate(kept) if i not in gone])
+        return prompt, len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+
+    # fewer messages never make a longer prompt: the fewest drops that fit, by bisection (a few renders,
+    # however long the conversation)
+    low, high = 0, len(older)
+    size = fitted(high)[1]
+    if size > budget:
+        raise ConfigError(
+            f"the message is too long: its prompt takes {size} tokens and the model reads at most {budget} "
+            "before its answer; allowed: a shorter message (or a shorter answer window)"
+        )
+    while low < high:
+        middle = (low + high) // 2
+        if fitted(middle)[1] <= budget:
+            high = middle
+        else:
+            low = middle + 1
+    return fitted(low)[0], low
 
 
 def forming_answer(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int]) -> str:

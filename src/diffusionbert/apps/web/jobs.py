@@ -30,6 +30,10 @@ from ...sampling.pipelines import Conditioning, Outputs, TemplatePipeline
 
 MAX_STEPS = 10_000
 """The most steps one request may take (a page is for watching, not for a day-long job)."""
+MAX_MESSAGES = 256
+"""The most messages a chat request may carry (the model reads only the newest that fit its window)."""
+MAX_SEED = 2**63 - 1
+"""The largest seed (a generator's seed is a 64-bit integer)."""
 INFILL_BLANK = re.compile(r"_")
 """How a person types one blank token of an infill template (``[MASK]`` works too)."""
 DECODING_FIELDS = tuple(
@@ -84,13 +88,24 @@ class Request:
             raw = body.get("messages")
             if not isinstance(raw, Sequence) or isinstance(raw, str):
                 raise ConfigError("messages is not a list; allowed: [{'role': 'user', 'content': ...}, ...]")
+            if len(raw) > MAX_MESSAGES:
+                raise ConfigError(
+                    f"the conversation has {len(raw)} messages; allowed: at most {MAX_MESSAGES} (start a new one)"
+                )
             messages = tuple(raw)
         options = {name: body[name] for name in DECODING_FIELDS if name in body}
         if not options.get("sampler", True):
             del options["sampler"]  # an empty choice: the model's own
-        steps = options.get("steps")
-        if isinstance(steps, int) and not isinstance(steps, bool) and steps > MAX_STEPS:
-            raise ConfigError(f"steps={steps} is not valid; allowed: an integer >= 1 and <= {MAX_STEPS}")
+        window = pipe.model.max_input_length
+        for name, most in (
+            ("steps", MAX_STEPS),
+            ("length", window),
+            ("block_length", window),
+            ("seed", MAX_SEED),
+        ):
+            value = options.get(name)
+            if isinstance(value, int) and not isinstance(value, bool) and value > most:
+                raise ConfigError(f"{name}={value} is not valid; allowed: an integer <= {most}")
         if mode == "chat":
             decoding = pipe.chat_decoding(**options)
         else:

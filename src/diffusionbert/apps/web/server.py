@@ -20,9 +20,12 @@ import json
 import socket
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import FrameType
+from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.requests import Request as HttpRequest
@@ -52,10 +55,59 @@ def _log(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def create_app(pipe: Pipeline, title: str) -> Starlette:
-    """The page's app for ``pipe`` (``title`` names the model on the page); its worker runs while it is served."""
+@dataclass(frozen=True)
+class Access:
+    """Who may use the page: the ``Host`` names it answers to and the ``Origin`` of the pages that may call
+    its API. Anything else is refused before any work, so a web page the user visits cannot drive the model
+    through their browser (cross-site requests, DNS rebinding)."""
+
+    hosts: tuple[str, ...]
+    origins: tuple[str, ...]
+
+    @classmethod
+    def serving(cls, host: str, port: int, allowed_origins: tuple[str, ...] = ()) -> Access:
+        """What a server on ``host``:``port`` answers to: the loopback names, ``host`` itself when it is one
+        address (not a wildcard), and every ``allowed_origins`` (``http://name:port``) with its name."""
+        names = [*LOCAL_HOSTS, "[::1]"]
+        if host not in ("0.0.0.0", "::", ""):
+            names.append(f"[{host}]" if ":" in host else host)
+        origins = [f"http://{name}:{port}" for name in names]
+        for origin in allowed_origins:
+            parsed = urlsplit(origin)
+            if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.path not in ("", "/"):
+                raise ConfigError(
+                    f"--allowed-origin {origin!r} is not valid; allowed: scheme://host[:port], e.g. "
+                    "http://box.example:7860"
+                )
+            names.append(parsed.hostname)
+            origins.append(origin.rstrip("/"))
+        return cls(tuple(dict.fromkeys(names)), tuple(dict.fromkeys(origins)))
+
+    def refusal(self, http: HttpRequest) -> str | None:
+        """Why a request is refused (its Host or Origin is not this server's), or None."""
+        host = http.headers.get("host", "")
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if name not in self.hosts:
+            return f"host {host!r} is not this server's; allowed: {', '.join(self.hosts)} (or serve --allowed-origin)"
+        origin = http.headers.get("origin")
+        if origin is not None and origin not in self.origins:
+            return f"origin {origin!r} may not use this server; allowed: {', '.join(self.origins)}"
+        return None
+
+
+def create_app(pipe: Pipeline, title: str, access: Access) -> Starlette:
+    """The page's app for ``pipe`` (``title`` names the model on the page, never its path), answering only
+    requests ``access`` allows; its worker runs while it is served."""
     scheduler = Scheduler(partial(generate, pipe), log=_log)
     info = describe(pipe, title)
+
+    def guarded(handler: Any) -> Any:
+        async def checked(http: HttpRequest) -> Response:
+            if (reason := access.refusal(http)) is not None:
+                return JSONResponse({"error": reason}, status_code=403)
+            return await handler(http)
+
+        return checked
 
     async def page(_: HttpRequest) -> Response:
         return FileResponse(STATIC / "index.html")
@@ -68,11 +120,7 @@ def create_app(pipe: Pipeline, title: str) -> Starlette:
 
     async def submit(http: HttpRequest) -> Response:
         try:
-            announced = http.headers.get("content-length", "0")  # refused before reading when too long
-            too_long = not announced.isdigit() or int(announced) > MAX_BODY
-            body = b"" if too_long else await http.body()
-            if too_long or len(body) > MAX_BODY:
-                raise ConfigError(f"the request is longer than {MAX_BODY} bytes; allowed: a shorter one")
+            body = await _body(http)
             try:
                 payload = json.loads(body)
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -99,15 +147,30 @@ def create_app(pipe: Pipeline, title: str) -> Starlette:
                 await worker
 
     routes = [
-        Route("/", page),
-        Route("/api/model", model),
-        Route("/api/status", status),
-        Route("/api/generate", submit, methods=["POST"]),
+        Route("/", guarded(page)),
+        Route("/api/model", guarded(model)),
+        Route("/api/status", guarded(status)),
+        Route("/api/generate", guarded(submit), methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.scheduler = scheduler
     return app
+
+
+async def _body(http: HttpRequest) -> bytes:
+    """The request's body, read in chunks and refused as soon as it passes :data:`MAX_BODY` (announced or
+    not: a chunked body is never read whole)."""
+    announced = http.headers.get("content-length")
+    too_long = ConfigError(f"the request is longer than {MAX_BODY} bytes; allowed: a shorter one")
+    if announced is not None and (not announced.isdigit() or int(announced) > MAX_BODY):
+        raise too_long
+    body = bytearray()
+    async for chunk in http.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise too_long
+    return bytes(body)
 
 
 async def _stream(job: Job, scheduler: Scheduler) -> AsyncIterator[str]:
@@ -138,18 +201,29 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(pipe: Pipeline, title: str, host: str = "127.0.0.1", port: int = 7860) -> None:
-    """Serve the page for ``pipe`` until Ctrl-C, printing its address first (one line on stdout)."""
+def serve(
+    pipe: Pipeline,
+    title: str,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    allowed_origins: tuple[str, ...] = (),
+) -> None:
+    """Serve the page for ``pipe`` until Ctrl-C, printing its address first (one line on stdout); requests
+    whose Host or Origin is not this server's (or one of ``allowed_origins``) are refused."""
     import uvicorn
 
     sock = listen(host, port)
     bound = sock.getsockname()[1]
+    access = Access.serving(host, bound, allowed_origins)
     shown = f"[{host}]" if ":" in host else host
     print(f"serving {title} at http://{shown}:{bound}/ (Ctrl-C stops)", flush=True)
     _log(f"cache: {pipe.cache} ({CACHES[pipe.cache]})")
     if host not in LOCAL_HOSTS:
-        _log(f"warning: {host} is not this machine's loopback; anyone who can reach it can use the model")
-    app = create_app(pipe, title)
+        _log(
+            f"warning: {host} is not this machine's loopback; anyone who can reach it can use the model "
+            f"(requests are answered for the hosts {', '.join(access.hosts)})"
+        )
+    app = create_app(pipe, title, access)
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
