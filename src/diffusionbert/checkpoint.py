@@ -30,7 +30,7 @@ from .config import Config, DecodingConfig, DiffusionConfig, ModelConfig, config
 from .diffusion.self_prompt import SelfPrompt, self_prompt_layout
 from .errors import CheckpointError, ConfigError, first_line
 from .methods import Method, get_method
-from .models.loading import load_tokenizer, load_weights
+from .models.loading import check_no_code, load_tokenizer, load_weights
 from .utils.io import (
     atomic_directory,
     read_json,
@@ -47,6 +47,16 @@ RUN_CONFIG_FILE = "run_config.json"
 TRAINING_STATES = ("trainer", "optimizer", "scheduler", "rng")
 """The states every training checkpoint holds (``name.safetensors`` + ``name.json``; ``ema`` when EMA is on)."""
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+_DATA_KEYS: dict[str, tuple[type, ...]] = {
+    "pairs": (bool,),
+    "format": (str,),
+    "max_length": (int,),
+    "target_window": (int,),
+    "source_dropout": (int, float),
+    "self_prompt": (int, float),
+    "source_length": (int,),
+}
+"""What ``diffusion.json`` records of a model's data, and the type of each."""
 
 
 def save_model_dir(
@@ -195,15 +205,23 @@ def load_model_dir(directory: str | Path, device: torch.device | str | None = No
             f"diffusionbert model; allowed: a run's final/ or a checkpoint (to train one from it: "
             f"model.backbone={directory})"
         )
+    check_no_code(directory)  # links out of it, devices, pickle shards: refused before anything is read
     meta = read_json(directory / DIFFUSION_FILE)
+    if not isinstance(meta, dict):
+        raise CheckpointError(
+            f"checkpoint file {directory / DIFFUSION_FILE} is corrupt: expected a JSON object, got "
+            f"{type(meta).__name__}"
+        )
     try:
         cfg = config_from_dict({"model": meta["model"], "diffusion": meta["diffusion"]})
+        model_class = get_method(cfg.diffusion.objective).model
     except (KeyError, TypeError) as exc:
         raise CheckpointError(
             f"checkpoint file {directory / DIFFUSION_FILE} is corrupt: missing {exc}"
         ) from None
+    except ConfigError as exc:  # a value of the wrong type or an unknown name: say which file holds it
+        raise CheckpointError(f"checkpoint file {directory / DIFFUSION_FILE}: {exc}") from None
     counts = read_tensors(directory / COUNTS_FILE)["counts"] if (directory / COUNTS_FILE).exists() else None
-    model_class = get_method(cfg.diffusion.objective).model
     _check_model_type(directory, cfg.diffusion.objective, model_class.config_class.model_type)
     model = load_weights(model_class, directory, dtype=torch.float32)
     tokenizer = load_tokenizer(directory)
@@ -211,11 +229,22 @@ def load_model_dir(directory: str | Path, device: torch.device | str | None = No
         model.to(device)
     model.eval()
     data = meta.get("data") if isinstance(meta.get("data"), dict) else {}
+    for key, kinds in _DATA_KEYS.items():
+        if data.get(key) is not None and (
+            not isinstance(data[key], kinds) or isinstance(data[key], bool) != (bool in kinds)
+        ):
+            raise CheckpointError(
+                f"checkpoint file {directory / DIFFUSION_FILE}: data.{key}={data[key]!r} is not valid; expected "
+                f"{' or '.join(kind.__name__ for kind in kinds)}"
+            )
     decoding = DecodingConfig()
     if (directory / DECODING_FILE).is_file():
-        decoding = DecodingConfig.from_dict(
-            read_json(directory / DECODING_FILE), str(directory / DECODING_FILE)
-        )
+        try:
+            decoding = DecodingConfig.from_dict(
+                read_json(directory / DECODING_FILE), str(directory / DECODING_FILE)
+            )
+        except ConfigError as exc:  # the message names the file and the option
+            raise CheckpointError(str(exc)) from None
     return LoadedModel(
         directory,
         model,
@@ -269,7 +298,13 @@ def load_initial_model(cfg: Config) -> tuple[Any, Any]:
 
 def _check_model_type(directory: Path, objective: str, expected: str) -> None:
     """Refuse a directory whose config.json holds another kind of model than its method's."""
-    found = read_json(directory / "config.json").get("model_type")
+    config = read_json(directory / "config.json")
+    if not isinstance(config, dict):
+        raise CheckpointError(
+            f"checkpoint file {directory / 'config.json'} is corrupt: expected a JSON object, got "
+            f"{type(config).__name__}"
+        )
+    found = config.get("model_type")
     if found != expected:
         raise CheckpointError(
             f"checkpoint {directory} holds a {found!r} model, but its {DIFFUSION_FILE} names objective "

@@ -87,3 +87,78 @@ def test_a_backbone_with_only_pickle_weights_is_refused(tiny_config, tiny_backbo
     proc = _run("train", "--config", str(path), "--no-progress")
     assert proc.returncode == 2 and "has only pickle weights" in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def trained_final(tmp_path_factory, make_tiny_config) -> Path:
+    """A tiny trained model directory (copy it before damaging it)."""
+    base = tmp_path_factory.mktemp("folders")
+    path, out = make_tiny_config(base, training={"max_steps": 1, "save_every": 0, "eval_every": 0})
+    train(load_config(path), progress=False)
+    return out / "final"
+
+
+def _damaged(trained_final: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "final"
+    shutil.copytree(trained_final, copy)
+    return copy
+
+
+def _refused(directory: Path, message: str) -> None:
+    from diffusionbert.checkpoint import load_model_dir
+    from diffusionbert.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match=message) as err:
+        load_model_dir(directory)
+    assert "\n" not in str(err.value)
+
+
+def test_files_that_lead_outside_the_folder_or_are_not_regular_are_refused(trained_final, tmp_path) -> None:
+    outside = tmp_path / "elsewhere.txt"
+    outside.write_text("[PAD]\n[UNK]\n")
+    linked = _damaged(trained_final, tmp_path / "a")
+    (linked / "vocab.txt").unlink(missing_ok=True)
+    (linked / "vocab.txt").symlink_to(outside)  # a vocabulary that is a file elsewhere
+    _refused(linked, "vocab.txt leads outside the model directory")
+    endless = _damaged(trained_final, tmp_path / "b")
+    (endless / "decoding.json").unlink()
+    (endless / "decoding.json").symlink_to("/dev/zero")  # a config that never ends
+    _refused(endless, "decoding.json leads outside the model directory")
+    fifo = _damaged(trained_final, tmp_path / "c")
+    os.mkfifo(fifo / "notes")
+    _refused(fifo, "notes is not a regular file")
+
+
+def test_an_index_naming_pickle_shards_is_refused(trained_final, tmp_path) -> None:
+    directory = _damaged(trained_final, tmp_path)
+    index = {"metadata": {}, "weight_map": {"backbone.x": "pytorch_model-00001.bin"}}
+    (directory / "model.safetensors.index.json").write_text(json.dumps(index))
+    _refused(directory, r"names weight shards that are not safetensors \(pytorch_model-00001.bin\)")
+
+
+@pytest.mark.parametrize(
+    ("file", "content", "message"),
+    [
+        ("diffusion.json", "[1, 2]", "diffusion.json is corrupt: expected a JSON object, got list"),
+        ("diffusion.json", None, "data.target_window='five' is not valid; expected int"),
+        ("decoding.json", '{"steps": "many"}', "decoding.json: steps='many' is not valid; expected int"),
+        ("decoding.json", '{"stpes": 3}', "decoding.json: unknown DecodingConfig option 'stpes'"),
+        ("config.json", "[]", "config.json is corrupt: expected a JSON object, got list"),
+    ],
+)
+def test_a_malformed_value_names_its_file_and_key(trained_final, tmp_path, file, content, message) -> None:
+    directory = _damaged(trained_final, tmp_path)
+    if content is None:  # a string where a number belongs
+        meta = json.loads((directory / file).read_text())
+        meta["data"]["target_window"] = "five"
+        content = json.dumps(meta)
+    (directory / file).write_text(content)
+    _refused(directory, message)
+
+
+def test_a_json_file_too_large_is_refused_unread(trained_final, tmp_path, monkeypatch) -> None:
+    from diffusionbert.utils import io
+
+    directory = _damaged(trained_final, tmp_path)
+    monkeypatch.setattr(io, "MAX_JSON_BYTES", 100)
+    _refused(directory, "is larger than 100 bytes")

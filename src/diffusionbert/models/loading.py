@@ -1,16 +1,17 @@
 """The one way the package reads a model directory: local files, safetensors weights, and never its code.
 
 A Hugging Face directory can ask the loader to import Python files that ship beside it (an ``auto_map`` in
-``config.json`` or ``tokenizer_config.json``), and weights can come as pickle files (``pytorch_model.bin``),
-which run code when unpickled. Every model, config and tokenizer the package loads goes through the functions
-here: they refuse such a directory with a one-line :class:`~diffusionbert.errors.CheckpointError` before any
-loader sees it (no prompt, nothing imported), pass ``trust_remote_code=False`` and ask for safetensors only.
+``config.json`` or ``tokenizer_config.json``), and weights can come as pickle files (``pytorch_model.bin``,
+also as the shards a ``model.safetensors.index.json`` names), which run code when unpickled. Its files can
+also be symbolic links to files elsewhere (a vocabulary linked to a system file) or to devices that never end.
+Every model, config and tokenizer the package loads goes through the functions here: they refuse such a
+directory with a one-line :class:`~diffusionbert.errors.CheckpointError` before any loader sees it (no prompt,
+nothing imported), pass ``trust_remote_code=False`` and ask for safetensors only.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..errors import CheckpointError, first_line
+from ..utils.io import read_json
 
 _CODE_FILES = ("config.json", "tokenizer_config.json")
 _PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
@@ -34,20 +36,39 @@ _Model = TypeVar("_Model", bound=PreTrainedModel)
 
 
 def check_no_code(directory: str | Path) -> Path:
-    """``directory`` as a Path, refused when one of its files asks to run Python code that ships with it."""
+    """``directory`` as a Path, refused (one line naming the file) when one of its files asks to run Python
+    code that ships with it, leads outside it, is not a regular file, or names pickle weight shards."""
     directory = Path(directory)
+    root = directory.resolve()
+    # a Hugging Face hub cache keeps a revision's files as links from snapshots/<revision>/ to its blobs/
+    blobs = root.parent.parent / "blobs" if root.parent.name == "snapshots" else None
+    for path in sorted(directory.iterdir()) if directory.is_dir() else ():
+        target = path.resolve()
+        if not target.is_relative_to(root) and not (blobs is not None and target.is_relative_to(blobs)):
+            raise CheckpointError(
+                f"{path} leads outside the model directory (to {target}); allowed: files inside it"
+            )
+        if not (target.is_file() or target.is_dir()):
+            raise CheckpointError(f"{path} is not a regular file; allowed: files inside the model directory")
     for name in _CODE_FILES:
         path = directory / name
         if not path.is_file():
             continue
-        try:
-            content = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
-            raise CheckpointError(f"{path} is corrupt: {exc}") from None
+        content = read_json(path)
         if isinstance(content, dict) and content.get("auto_map"):
             raise CheckpointError(
                 f"{path} asks to run Python code from the model directory (auto_map); diffusionbert never "
                 "runs code from a model directory: use a directory without auto_map"
+            )
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        content = read_json(index)
+        shards = content.get("weight_map") if isinstance(content, dict) else None
+        names = sorted({str(s) for s in shards.values()}) if isinstance(shards, dict) else ["(no weight_map)"]
+        if not all(name.endswith(".safetensors") for name in names):
+            raise CheckpointError(
+                f"{index} names weight shards that are not safetensors ({', '.join(names[:2])}); allowed: "
+                ".safetensors shards only, which load without running code"
             )
     return directory
 

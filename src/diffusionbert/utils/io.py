@@ -186,7 +186,20 @@ def write_json(path: Path, data: Any, *, sort_keys: bool = False) -> None:
     atomic_file(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+MAX_JSON_BYTES = 32 * 2**20
+"""The largest JSON file read (a tokenizer.json of a big vocabulary is a few MB): a file linked to a device
+that never ends, or a huge one, is refused before it is read."""
+
+
 def read_json(path: Path) -> Any:
+    """A JSON file (of a checkpoint or model directory), a regular one of at most :data:`MAX_JSON_BYTES`, or a
+    one-line CheckpointError naming it."""
+    if path.exists() and not path.is_file():
+        raise CheckpointError(f"checkpoint file {path} is not a regular file")
+    if path.is_file() and path.stat().st_size > MAX_JSON_BYTES:
+        raise CheckpointError(
+            f"checkpoint file {path} is larger than {MAX_JSON_BYTES} bytes; allowed: smaller"
+        )
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
