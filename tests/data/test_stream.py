@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import tracemalloc
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from diffusionbert.data import PackedStream, cached_stream_counts, cached_token_
 from diffusionbert.errors import ConfigError, DataError
 from diffusionbert.testing import build_tiny_tokenizer
 from diffusionbert.training import train
+from diffusionbert.training.trainer import Trainer
 from diffusionbert.utils.io import load_state, save_state
 
 
@@ -119,6 +121,36 @@ def test_bad_corpus_files_are_one_line_errors(tmp_path, tokenizer, write, patter
             stream.next_row()
 
 
+def _hide(files: list[Path]) -> None:
+    for file in files:
+        file.rename(file.with_suffix(".gone"))
+
+
+def _unhide(files: list[Path]) -> None:
+    for file in files:
+        file.with_suffix(".gone").rename(file)
+
+
+def test_a_batch_that_cannot_be_read_whole_is_not_taken(tmp_path, tokenizer) -> None:
+    """Files moved away while a stream reads: the file being read ends through its open handle, the next
+    one is a one-line error, and the stream stands where the failed batch began; once the files are back it
+    goes on exactly as a stream that never failed."""
+    files = corpus_files(str(_corpus(tmp_path, 3, 40) / "*.txt"))
+    failing, steady = (PackedStream(files, tokenizer, 8, shuffle_rows=4, seed=3) for _ in range(2))
+    for _ in range(2):
+        assert torch.equal(failing.next_batch(4)["input_ids"], steady.next_batch(4)["input_ids"])
+    _hide(files)
+    with pytest.raises(
+        DataError, match=r"part-00\d\.txt: can no longer be read \(No such file or directory\); was"
+    ):
+        for _ in range(100):
+            failing.next_batch(4)
+            steady.next_batch(4)
+    _unhide(files)
+    for _ in range(20):
+        assert torch.equal(failing.next_batch(4)["input_ids"], steady.next_batch(4)["input_ids"])
+
+
 def test_reading_a_ten_times_larger_corpus_takes_no_more_memory(tmp_path, tokenizer) -> None:
     """The peak of Python allocations while reading a whole epoch stays flat as the corpus grows 10×."""
     peaks = []
@@ -165,6 +197,44 @@ def test_a_streamed_run_trains_on_a_glob_and_resumes_bit_for_bit(tiny_config, tm
     assert losses(tmp_path / "parts") == losses(whole.output_dir)  # the same batches after the resume
     stream = load_state(tmp_path / "parts" / "checkpoints" / "step-0000006", "stream")
     assert stream["files"] == [str(corpus / f"part-{i:03d}.txt") for i in range(3)]
+
+
+def test_a_corpus_file_gone_mid_run_stops_it_with_a_checkpoint_to_resume_from(
+    tiny_config, tmp_path, monkeypatch
+) -> None:
+    corpus = _corpus(tmp_path / "corpus", 3, 10)
+    files = sorted(corpus.glob("*.txt"))
+    data = {"train_file": str(corpus / "*.txt"), "streaming": True, "layout": "packed", "shuffle_rows": 2}
+    training = {"max_steps": 30, "save_every": 0, "eval_every": 0, "lr_decay": "constant"}
+    path, _ = tiny_config(data=data, training=training)
+    whole = train(load_config(path, [f"training.output_dir={tmp_path / 'whole'}"]), progress=False)
+
+    real_step = Trainer.train_step
+
+    def step_then_hide(trainer: Trainer, batch: dict[str, torch.Tensor]):
+        if trainer.state.step == 2:
+            _hide(files)
+        return real_step(trainer, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_hide)
+    parts = load_config(path, [f"training.output_dir={tmp_path / 'parts'}"])
+    with pytest.raises(
+        DataError, match=r"can no longer be read .*; a checkpoint at step (\d+) holds the run"
+    ) as err:
+        train(parts, progress=False)
+    assert "\n" not in str(err.value)
+    stopped = int(re.search(r"at step (\d+)", str(err.value)).group(1))
+    assert 2 < stopped < 30
+    assert [c.name for c in (tmp_path / "parts" / "checkpoints").iterdir()] == [f"step-{stopped:07d}"]
+    monkeypatch.undo()
+    _unhide(files)
+    train(parts, resume=True, progress=False)
+
+    def losses(run: Path) -> dict[int, float]:
+        records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+        return {r["step"]: r["loss"] for r in records if "loss" in r}
+
+    assert losses(tmp_path / "parts") == losses(whole.output_dir)
 
 
 def test_packed_rows_keep_their_text_starts_visible_and_train(tiny_config, tmp_path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import json
 import logging
 import os
 import re
@@ -57,8 +58,9 @@ def load_texts(
 
     Raises:
         DataError: one line naming the file and the problem: file not found, directory, unknown extension,
-            empty file / no examples, NUL byte (binary), invalid UTF-8 (with line and byte offset), unparsable
-            content, missing or non-text field (listing the available ones).
+            empty file / no examples, NUL byte (binary), invalid UTF-8 (with line and byte offset), a JSON
+            line or CSV row that does not parse (with its line: :func:`_check_json`, :func:`_csv_header`),
+            missing or non-text field (listing the available ones).
         ConfigError: ``field``/``target_field`` given for a ``.txt`` file.
     """
     fields = [f for f in (field, target_field) if f is not None]
@@ -129,7 +131,8 @@ def _parse(
 
 def _checked_file(local: Path, suffixes: tuple[str, ...]) -> tuple[str, str]:
     """The extension and text encoding of an existing file, after checking it is a readable text file of one
-    of ``suffixes`` (not a directory, not empty, no NUL byte, valid UTF-8; a BOM is allowed)."""
+    of ``suffixes`` (not a directory, not empty, no NUL byte, valid UTF-8; a BOM is allowed) and, for JSON,
+    that it holds objects (:func:`_check_json`)."""
     if local.is_dir():
         raise DataError(f"{local}: is a directory, expected a {', '.join(suffixes)} file")
     suffix = local.suffix.lower()
@@ -137,7 +140,10 @@ def _checked_file(local: Path, suffixes: tuple[str, ...]) -> tuple[str, str]:
         raise DataError(
             f"{local}: unknown extension {suffix or '(none)'!r}; expected one of {', '.join(suffixes)}"
         )
-    return suffix, "utf-8-sig" if _check_text_file(local) else "utf-8"
+    encoding = "utf-8-sig" if _check_text_file(local) else "utf-8"
+    if suffix in (".jsonl", ".json"):
+        _check_json(local, suffix, encoding)
+    return suffix, encoding
 
 
 def _looks_like_hub_id(name: str) -> bool:
@@ -205,18 +211,106 @@ def _check_text_file(path: Path) -> bool:
 
 
 def _csv_header(path: Path, encoding: str) -> list[str]:
-    """The column names in the first row of a CSV file (``csv`` module, so quoting and CRLF are handled).
+    """The column names in the first row of a CSV file, after reading the whole file strictly.
 
-    Also checks that a data row follows, since ``datasets`` reports a header-only file obscurely.
+    ``pandas`` (behind ``datasets``) reads a stray quote by merging the rows up to the next quote into one
+    field, and pads a short row with empty values; here each such row is a one-line DataError naming its line:
+    text after a closing quote, a quote left open to the end of the file, a quoted field whose later lines
+    read as rows of their own (:func:`_swallowed_row`), and a row whose number of fields is not the
+    header's. A blank line is skipped, as ``pandas`` does; a quoted text with line breaks is kept.
     """
     with path.open(encoding=encoding, newline="") as fh:
-        rows = csv.reader(fh)
-        header = next(rows, [])
-        if not any(h.strip() for h in header):
-            raise DataError(f"{path}: CSV file has no header row")
-        if not any(any(cell.strip() for cell in row) for row in rows):
+        rows = csv.reader(fh, strict=True)
+        line = 1  # where the row being read starts
+        try:
+            header = next(rows, [])
+            if not any(h.strip() for h in header):
+                raise DataError(f"{path}: CSV file has no header row")
+            has_data = False
+            for row in rows:
+                swallowed = _swallowed_row(row, len(header)) if rows.line_num > line + 1 else None
+                if swallowed is not None:
+                    raise DataError(
+                        f"{path}: line {line + 1}: a quoted field runs on to line {line + 1 + swallowed}, which "
+                        "reads as a row of its own; is a quote left open?"
+                    )
+                if row and len(row) != len(header):
+                    raise DataError(
+                        f"{path}: line {rows.line_num}: {len(row)} field(s), but the header has {len(header)}"
+                    )
+                has_data = has_data or any(cell.strip() for cell in row)
+                line = rows.line_num
+        except csv.Error as exc:
+            reason = (
+                "a quote is left open to the end of the file"
+                if str(exc) == "unexpected end of data"
+                else f"malformed quoting ({exc})"
+            )
+            raise DataError(f"{path}: line {line + 1}: {reason}") from None
+        if not has_data:
             raise DataError(f"{path}: no examples (CSV file has a header but no data rows)")
     return header
+
+
+def _swallowed_row(row: list[str], columns: int) -> int | None:
+    """How many lines into a multi-line ``row`` a line starts that reads as a whole row of ``columns``
+    fields (the mark of a stray quote that swallowed the rows after it), or None.
+
+    A text that merely has line breaks (E2E's training file has two) rarely splits into exactly the
+    header's number of fields; with a single column nothing can be told apart, so None."""
+    if columns < 2:
+        return None
+    breaks = 0  # line breaks in the fields before this one
+    for cell in row:
+        lines = cell.splitlines() or [cell]
+        for offset, line in enumerate(lines[1:], 1):
+            if len(next(csv.reader([line]), [])) == columns:
+                return breaks + offset
+        breaks += len(lines) - 1
+    return None
+
+
+def _check_json(path: Path, suffix: str, encoding: str) -> None:
+    """Check that a ``.jsonl`` / ``.json`` file holds JSON objects, before ``datasets`` reads it.
+
+    A ``.json`` file that starts with ``[`` is one array of objects; anything else is JSON lines, one object
+    per (non-blank) line. ``datasets`` reports a bad line in two lines without its number; here it is one
+    DataError naming the line (and column).
+    """
+    with path.open(encoding=encoding) as fh:
+        if suffix == ".json" and fh.read(_CHECK_CHUNK).lstrip().startswith("["):
+            fh.seek(0)
+            try:
+                records = json.loads(fh.read())
+            except json.JSONDecodeError as exc:
+                raise DataError(
+                    f"{path}: line {exc.lineno}: not JSON ({exc.msg}, column {exc.colno})"
+                ) from None
+            for index, record in enumerate(records, 1):
+                if not isinstance(record, dict):
+                    raise DataError(
+                        f"{path}: item {index} of the array is {_json_type(record)}, expected an object"
+                    )
+            return
+        fh.seek(0)
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line.rstrip("\r\n"))  # so an error's column is on this line
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}: line {number}: not JSON ({exc.msg}, column {exc.colno})") from None
+            if not isinstance(record, dict):
+                raise DataError(
+                    f"{path}: line {number} is {_json_type(record)}, expected an object (one record a line)"
+                )
+
+
+def _json_type(value: object) -> str:
+    """The JSON name of a parsed value's type with its article ("an array"), for messages."""
+    names = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    names[type(None)] = "null"
+    return names.get(type(value), type(value).__name__)
 
 
 def _select_fields(

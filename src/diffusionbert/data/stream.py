@@ -71,10 +71,16 @@ class LineReader:
         the file ended.
 
         Raises:
-            DataError: a line that is not UTF-8, not JSON, or has no text in ``field``, with its byte offset.
+            DataError: a line that is not UTF-8, not JSON, or has no text in ``field``, with its byte offset;
+                the file gone or unreadable since the run started.
         """
         if self._handle is None:
-            self._handle = self.path.open("rb")
+            try:
+                self._handle = self.path.open("rb")
+            except OSError as exc:
+                raise DataError(
+                    f"{self.path}: can no longer be read ({exc.strerror}); was it moved or deleted during the run?"
+                ) from None
         handle = self._handle
         handle.seek(offset)
         texts: list[str] = []
@@ -194,7 +200,12 @@ class PackedStream:
     def next_batch(self, batch_size: int) -> dict[str, torch.Tensor]:
         """``batch_size`` rows as a training batch: every position real and noisable but the ``[CLS]`` that
         start texts (given, as in the packed layout), no words counted."""
-        ids = torch.tensor([self.next_row() for _ in range(batch_size)], dtype=torch.long)
+        before = self._position()
+        try:
+            ids = torch.tensor([self.next_row() for _ in range(batch_size)], dtype=torch.long)
+        except DataError:
+            self._restore(before)  # the batch is not taken: a checkpoint written now resumes at its start
+            raise
         return {
             "input_ids": ids,
             "attention_mask": torch.ones_like(ids),
@@ -208,6 +219,24 @@ class PackedStream:
             yield self.next_batch(batch_size)
 
     # ------------------------------------------------------------------------------------------- state
+
+    def _position(self) -> tuple[Any, ...]:
+        """A cheap copy of where the stream stands, for :meth:`_restore` (rows are never changed in place)."""
+        return (
+            self.epoch,
+            self.file,
+            self.offset,
+            self._tokens_this_epoch,
+            list(self.carry),
+            list(self.buffer),
+            self.generator.get_state(),
+        )
+
+    def _restore(self, position: tuple[Any, ...]) -> None:
+        """Go back to a :meth:`_position` of this stream (after a batch that could not be read whole)."""
+        self.epoch, self.file, self.offset, self._tokens_this_epoch, self.carry, self.buffer, rng = position
+        self.generator.set_state(rng)
+        self._order = self._epoch_order()
 
     def state(self) -> dict[str, Any]:
         """Where the stream stands, for a checkpoint (tensors and plain values only)."""

@@ -33,7 +33,7 @@ from ..config import Config, save_config
 from ..diffusion.corruption import mask_sources
 from ..diffusion.objectives import Objective
 from ..diffusion.self_prompt import self_prompt_layout
-from ..errors import ConfigError, DiffusionBertError, RunStopped, TrainingError
+from ..errors import ConfigError, DataError, DiffusionBertError, RunStopped, TrainingError
 from ..methods import check_config, objective_from_config
 from ..utils.io import atomic_file
 from ..utils.runtime import default_device
@@ -207,8 +207,12 @@ class Trainer:
         with training_progress(self.progress and self.is_main) as bar:
             task = bar.add_task("training", total=t.max_steps, completed=self.state.step, loss="-", speed="-")
             batches = batches_from(self.train_loader, self.state, t.batch_size)
+            saved = self.resume_from is not None  # the checkpoint resumed from holds this step
             while self.state.step < t.max_steps:  # a resumed run that already finished trains no more
-                batch = next(batches)
+                try:
+                    batch = next(batches)
+                except DataError as exc:  # a streamed corpus changed under the run
+                    raise self._data_failed(exc, saved, log) from None
                 started = time.perf_counter()
                 result = self.train_step(batch)
                 if not result.applied:
@@ -256,6 +260,19 @@ class Trainer:
             f"training stopped by {name} at step {self.state.step} of {self.cfg.training.max_steps}, with a "
             f"checkpoint there; to continue, run the same command with --resume",
             code,
+        )
+
+    def _data_failed(self, error: DataError, saved: bool, log: RunLogger) -> DataError:
+        """Keep the steps done (a checkpoint, unless one was just written or none was taken) and say so on
+        the error's one line."""
+        if self.state.step == 0:
+            return error
+        if not saved:
+            self.checkpoints.save(self.state)
+        log.write({"step": self.state.step, "stopped": "data error"})
+        return DataError(
+            f"{error}; a checkpoint at step {self.state.step} holds the run: mend the data and run the same "
+            "command with --resume"
         )
 
     def _diverged(self, in_row: int) -> TrainingError:
