@@ -114,12 +114,20 @@ def test_field_for_txt_is_a_config_error(tmp_path, hf_cache):
         ("broken.jsonl", b'{"text": "a"}\n\n{"text": \n', "line 3: not JSON (Expecting value, column 10)"),
         ("list.jsonl", b'{"text": "a"}\n["b"]\n', "line 2 is an array, expected an object"),
         ("array.json", b'[{"text": "a"},\n "b"]', "item 2 of the array is a string, expected an object"),
-        ("open_array.json", b'[{"text": "a"},\n {"text": "b"}\n', "line 3: not JSON (Expecting ',' delimiter"),
+        (
+            "open_array.json",
+            b'[{"text": "a"},\n {"text": "b"}\n',
+            "line 3: not JSON (Expecting ',' delimiter",
+        ),
         ("open_quote.csv", b'text\r\nfine\r\n"open\r\nrest\r\n', "line 3: a quote is left open to the end"),
         ("after_quote.csv", b'text,n\na,1\n"b"c,2\n', "line 3: malformed quoting"),
         ("long_row.csv", b"text,n\na,1\nb,2,3\n", "line 3: 3 field(s), but the header has 2"),
         ("short_row.csv", b"text,n\na,1\n\nb\n", "line 4: 1 field(s), but the header has 2"),
-        ("swallowed.csv", b'text,n\n"a,1\nb,2\nc",3\n', "line 2: a quoted field runs on to line 3, which reads"),
+        (
+            "swallowed.csv",
+            b'text,n\n"a,1\nb,2\nc",3\n',
+            "line 2: a quoted field runs on to line 3, which reads",
+        ),
     ],
 )
 def test_bad_files_raise_one_line_data_error(tmp_path, hf_cache, name, content, expected):
@@ -135,7 +143,10 @@ def test_a_quoted_text_with_line_breaks_is_kept(tmp_path, hf_cache):
     """E2E's training file has such references: a line break in a quoted field that is not a row of its
     own is text, not a stray quote."""
     path = write(tmp_path / "m.csv", 'text,n\r\n"one line\r\n  and its tail",1\r\nnext,2\r\n')
-    assert list(D.load_texts(path, "text", cache_dir=hf_cache)["text"]) == ["one line\r\n  and its tail", "next"]
+    assert list(D.load_texts(path, "text", cache_dir=hf_cache)["text"]) == [
+        "one line\r\n  and its tail",
+        "next",
+    ]
 
 
 def test_missing_local_file_is_not_sent_to_the_hub(tmp_path, monkeypatch):

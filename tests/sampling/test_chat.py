@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from conftest import CHAT_WORDS, chat_config, train_run
 from diffusionbert.checkpoint import load_model_dir
 from diffusionbert.cli.main import main
 from diffusionbert.config import load_config
-from diffusionbert.data import collate, tokenize_dataset
+from diffusionbert.data import collate, templates, tokenize_dataset
 from diffusionbert.data.chat import (
     DEFAULT_CHAT_TEMPLATE,
     chat_template_of,
@@ -67,7 +68,9 @@ def test_a_template_is_chosen_and_checked(chat_tokenizer) -> None:
     plain.chat_template = own
     assert chat_template_of(plain, None) == own  # the tokenizer's own wins over the default
     assert chat_template_of(plain, DEFAULT_CHAT_TEMPLATE) == DEFAULT_CHAT_TEMPLATE
-    with pytest.raises(ConfigError, match="not a usable Jinja chat template"):
+    with pytest.raises(
+        ConfigError, match=r"data\.chat_template cannot render a conversation: TemplateSyntaxError"
+    ):
         chat_template_of(plain, "{% for m in messages %}")
     with pytest.raises(ConfigError, match="no chat template"):
         render_prompt(build_tiny_tokenizer(CHAT_WORDS), [{"role": "user", "content": "hi"}])
@@ -296,6 +299,30 @@ def test_a_model_without_a_chat_template_cannot_chat(tmp_path, make_tiny_config,
     capsys.readouterr()
     assert main(["chat", "--checkpoint", str(out / "final")]) == 2
     assert "has no chat template" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ("{% for a in range(99999) %}{% for b in range(99999) %}{% endfor %}{% endfor %}", "takes over 1 s"),
+        ("{{ messages[1]['content'] + 1 }}", "TypeError: can only concatenate str"),
+        ("{{ messages.__class__.__mro__ }}", "SecurityError: access to attribute '__class__'"),
+    ],
+)
+def test_a_model_whose_template_fails_starts_no_chat_and_no_server(
+    chat_model, tmp_path, capsys, monkeypatch, template, message
+) -> None:
+    monkeypatch.setattr(templates, "RENDER_SECONDS", 1.0)
+    model = Path(shutil.copytree(chat_model, tmp_path / "model"))
+    (model / "chat_template.jinja").write_text(template)
+    for command in ("chat", "serve"):
+        capsys.readouterr()
+        assert (
+            main([command, "--checkpoint", str(model), "--port", "0"][: 3 if command == "chat" else 5]) == 2
+        )
+        err = capsys.readouterr().err.strip()
+        assert "the model's chat template cannot render a conversation" in err and message in err, err
+        assert len(err.splitlines()) == 1
 
 
 def test_the_ar_baseline_chats_too(tmp_path, chat_backbone, chat_data, capsys) -> None:

@@ -48,4 +48,7 @@ def run(args: argparse.Namespace) -> None:
     directory = loaded.directory.resolve()
     name = directory.parent.name if directory.name in ("final", "model") else directory.name
     title = f"{name} ({loaded.method.name} model)"  # the page is shown a name, never a path
-    serve(pipeline_for(loaded), title, args.host, args.port, tuple(args.allowed_origin))
+    pipe = pipeline_for(loaded)
+    if "chat" in pipe.modes:
+        pipe.chat_decoding()  # a chat template that cannot serve a chat fails here, not at the first answer
+    serve(pipe, title, args.host, args.port, tuple(args.allowed_origin))

@@ -4,8 +4,8 @@ A conversation is a list of messages ``{"role": "system" | "user" | "assistant",
 Hugging Face chat templates. The model reads it as a source/target pair (:func:`tokenize_dataset`):
 
 * the **source** (prompt) is every message before an answer, rendered by the tokenizer's ``chat_template``
-  (Jinja, stored in ``tokenizer_config.json`` with the model, run by transformers in its sandbox) with the
-  generation prompt added;
+  (Jinja, stored in ``tokenizer_config.json`` with the model, run by transformers' renderer in a worker
+  process with limits of time, memory and size: :mod:`.templates`) with the generation prompt added;
 * the **target** is the assistant's answer.
 
 So the prompt stays clean and only the answer is noised and scored (response-only training), and an answer
@@ -32,8 +32,9 @@ from typing import Any
 import datasets
 from transformers import PreTrainedTokenizerBase
 
-from ..errors import ConfigError, DataError, first_line
+from ..errors import ConfigError, DataError
 from .files import load_records
+from .templates import ChatTemplateError, Message, check_chat_template, render_conversations
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +44,6 @@ DEFAULT_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}assistant:{% endif %}"
 )
 """One ``role: content`` line per message, then ``assistant:`` when a prompt asks for the answer."""
-
-Message = dict[str, str]
 
 
 def check_messages(messages: object, *, last: str, where: str = "messages") -> list[Message]:
@@ -82,31 +81,46 @@ def instruction_messages(instruction: str, input: str | None, output: str) -> li
 
 def chat_template_of(tokenizer: PreTrainedTokenizerBase, template: str | None) -> str:
     """The template a chat run stores with its tokenizer: ``template`` if given, else the tokenizer's own,
-    else :data:`DEFAULT_CHAT_TEMPLATE`; checked to render a one-message conversation."""
-    chosen = template or getattr(tokenizer, "chat_template", None) or DEFAULT_CHAT_TEMPLATE
+    else :data:`DEFAULT_CHAT_TEMPLATE`; checked to render a realistic conversation
+    (:func:`~.templates.check_chat_template`)."""
+    own = getattr(tokenizer, "chat_template", None)
+    chosen = template or own or DEFAULT_CHAT_TEMPLATE
+    origin = "data.chat_template" if template else "the backbone's chat template" if own else "the default"
     try:
-        tokenizer.apply_chat_template(
-            [{"role": "user", "content": "hello"}],
-            chat_template=chosen,
-            tokenize=False,
-            add_generation_prompt=True,
-        )
-    except Exception as exc:  # jinja syntax and runtime errors of a user template
-        raise ConfigError(
-            f"data.chat_template is not a usable Jinja chat template: {first_line(exc)}"
-        ) from None
+        check_chat_template(chosen, tokenizer.special_tokens_map)
+    except ChatTemplateError as exc:
+        raise ChatTemplateError(f"{origin} cannot render a conversation: {exc}") from None
     return chosen
+
+
+def check_model_chat_template(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Check, before a chat starts, that ``tokenizer`` has a chat template and that it renders a realistic
+    conversation.
+
+    Raises:
+        ConfigError: no template (see :func:`require_chat_template`); ChatTemplateError: it fails.
+    """
+    require_chat_template(tokenizer)
+    try:
+        check_chat_template(tokenizer.get_chat_template(), tokenizer.special_tokens_map)
+    except ChatTemplateError as exc:
+        raise ChatTemplateError(f"the model's chat template cannot render a conversation: {exc}") from None
 
 
 def render_prompt(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message]) -> str:
     """The source a model reads before its answer: ``messages`` rendered by ``tokenizer.chat_template`` with
-    the generation prompt.
+    the generation prompt, within the limits of :mod:`.templates`.
 
     Raises:
-        ConfigError: the tokenizer has no chat template (see :func:`require_chat_template`).
+        ConfigError: the tokenizer has no chat template (see :func:`require_chat_template`);
+            ChatTemplateError: the template fails on these messages (one line: why).
     """
     require_chat_template(tokenizer)
-    return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+    template, variables = tokenizer.get_chat_template(), tokenizer.special_tokens_map
+    try:
+        return render_conversations(template, [messages], variables)[0]
+    except ChatTemplateError as exc:
+        raise ChatTemplateError(f"the chat template fails on this conversation: {exc}") from None
 
 
 def require_chat_template(tokenizer: PreTrainedTokenizerBase) -> None:
@@ -181,11 +195,20 @@ def load_chat(
 def _render_batch(
     batch: dict[str, list[Any]], indices: list[int], tokenizer: PreTrainedTokenizerBase, path: str
 ) -> dict[str, list[str]]:
-    """Batched map: each record's examples as (rendered prompt, answer) rows."""
-    out: dict[str, list[str]] = {"source": [], "target": []}
+    """Batched map: each record's examples as (rendered prompt, answer) rows, the prompts rendered together."""
+    examples = []  # (record number, history, answer)
     for row, index in enumerate(indices):
         record = {name: values[row] for name, values in batch.items()}
-        for history, answer in record_conversations(record, f"{path}: record {index + 1}"):
-            out["source"].append(render_prompt(tokenizer, history))
-            out["target"].append(answer)
-    return out
+        where = f"{path}: record {index + 1}"
+        examples += [(index + 1, history, answer) for history, answer in record_conversations(record, where)]
+    histories = [history for _, history, _ in examples]
+    try:
+        prompts = (
+            render_conversations(tokenizer.get_chat_template(), histories, tokenizer.special_tokens_map)
+            if histories
+            else []
+        )
+    except ChatTemplateError as exc:
+        number = examples[exc.index][0]
+        raise ChatTemplateError(f"{path}: record {number}: the chat template fails on it: {exc}") from None
+    return {"source": prompts, "target": [answer for _, _, answer in examples]}

@@ -33,7 +33,7 @@ from transformers import PreTrainedTokenizerBase
 
 from ...checkpoint import LoadedModel, load_model_dir
 from ...config import DEFAULT_ANSWER_LENGTH, DEFAULT_LENGTH, DecodingConfig
-from ...data.chat import Message, require_chat_template
+from ...data.chat import Message, check_model_chat_template
 from ...diffusion.objectives import Objective
 from ...errors import CheckpointError, ConfigError
 from ...models import CausalLMForComparison, DiffusionBertForMaskedLM, EmbeddingDiffusionLM
@@ -342,7 +342,7 @@ class Pipeline(ABC):
         :data:`~diffusionbert.config.DEFAULT_ANSWER_LENGTH`) and sampler filled in; checked before any
         conversation is read (a one-line ConfigError), so a chat fails at its start, not at its first
         answer."""
-        require_chat_template(self.tokenizer)
+        check_model_chat_template(self.tokenizer)
         decoding = (config or self.decoding).replace(**{**options, "num_samples": 1, "mbr": False})
         decoding = replace(decoding, length=decoding.length or self.default_length("chat"))
         decoding = self.resolve(decoding, {}, Conditioning(source="chat"))
