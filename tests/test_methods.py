@@ -153,4 +153,5 @@ def test_an_unregistered_method_in_a_checkpoint_is_a_one_line_error(tiny_config,
     capsys.readouterr()
     assert main(["sample", "--checkpoint", str(out / "final"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: diffusion.objective='iid-time' is not valid") and "\n" not in err
+    assert err.startswith("error: checkpoint file ") and "\n" not in err
+    assert "diffusion.json: diffusion.objective='iid-time' is not valid; allowed: " in err
