@@ -199,9 +199,9 @@ class DecodingConfig:
 
     sampler: str | None = _option(
         None,
-        "the model's own by default: ancestral for diffusion models (or cached | tweedie | confidence | "
-        "threshold | gibbs | routing), autoregressive for AR models (or greedy | beam | beam:N, left to "
-        "right with a key-value cache), clamped or ancestral for Gaussian ones",
+        "the model's own by default: ancestral for diffusion models (or cached | tweedie | remdm | "
+        "confidence | threshold | gibbs | routing), autoregressive for AR models (or greedy | beam | "
+        "beam:N, left to right with a key-value cache), clamped or ancestral for Gaussian ones",
     )
     steps: int = _option(64, "denoising steps (network calls at most); left-to-right decoding ignores it")
     length: int | None = _option(
@@ -239,7 +239,7 @@ class DecodingConfig:
         default_factory=dict,
         metadata={
             "help": "the sampler's own options, NAME=VALUE (e.g. threshold=0.8 for threshold, "
-            "schedule=linear or choice_temperature=2 for confidence)"
+            "schedule=linear or choice_temperature=2 for confidence, eta=0.05 or strategy=rescale for remdm)"
         },
     )
 

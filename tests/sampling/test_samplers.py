@@ -348,7 +348,7 @@ def test_every_sampler_resolves_all_masks_never_draws_forbidden_ids_and_is_seede
     assert not bool(torch.isin(tokens[generated], torch.tensor(FORBIDDEN)).any())
     assert torch.equal(tokens, run_random(sampler, steps=8)[0].tokens)
     assert not torch.equal(tokens, run_random(sampler, steps=8, seed=1)[0].tokens)
-    if name not in ("gibbs", "routing"):  # these re-mask by design; every other sampler keeps revealed tokens
+    if name not in ("gibbs", "routing", "remdm"):  # these re-mask by design; the rest keep revealed tokens
         traj = result.trajectory
         revealed = traj[:, :-1] != RANDOM_MASK
         assert torch.equal(traj[:, 1:][revealed], traj[:, :-1][revealed])
@@ -544,7 +544,7 @@ def test_steps_out_of_range_is_a_one_line_config_error(steps: int):
 def test_build_sampler_rejects_unknown_names_and_options():
     obj = DiffusionBertObjective(MASK, LinearSchedule(), 8)
     with pytest.raises(
-        ConfigError, match="ancestral, cached, confidence, gibbs, routing, threshold, tweedie"
+        ConfigError, match="ancestral, cached, confidence, gibbs, remdm, routing, threshold, tweedie"
     ) as err:
         build_sampler("ancestrl", obj)
     assert "did you mean 'ancestral'" in str(err.value) and "\n" not in str(err.value)

@@ -11,11 +11,12 @@ loop (:func:`diffusionbert.sampling.loop.denoise`) drives:
 * ``sampler.step(StepInput, generator)`` → :class:`StepOutput` with x_s [B, L], from that prediction of
   p_θ(x_0 | x_t) at the n currently masked positions (row-major order of ``masked.nonzero()``).
 
-Contract of every step: only masked generated positions are written (:class:`GibbsSampler` and
-:class:`RoutingSampler` may re-mask by design), a state without masked positions is returned unchanged (so the loop stops early), forbidden ids
-(logit −inf) are never drawn, and every categorical draw uses float64 Gumbel-max noise from the given
-generator(s). A list of generators, one per batch row, makes the draws of a row independent of the rest of
-the batch, so splitting a batch differently gives the same samples.
+Contract of every step: only masked generated positions are written (:class:`GibbsSampler`,
+:class:`RoutingSampler` and :class:`RemaskingSampler` may re-mask by design), a state without masked positions
+is returned unchanged (so the loop stops early), forbidden ids (logit −inf) are never drawn, and every
+categorical draw uses float64 Gumbel-max noise from the given generator(s). A list of generators, one per batch
+row, makes the draws of a row independent of the rest of the batch, so splitting a batch differently gives
+the same samples.
 
 Samplers (:func:`build_sampler` by name):
 
@@ -29,6 +30,8 @@ Samplers (:func:`build_sampler` by name):
   cache), and a step without a call costs O(n·G), not O(n·V).
 * ``tweedie`` — SEDD's Tweedie τ-leaping from unnormalised scores: the ancestral rule with the reveal
   probability scaled by the scores' total (identical to ``ancestral`` for a normalised network).
+* ``remdm`` — ReMDM: the ancestral rule, plus a scheduled chance for each token revealed earlier to go back
+  to [MASK] (``eta``, ``strategy``), chosen so the forward marginals are kept; token-independent schedules.
 * ``confidence`` — MaskGIT / LLaDA low-confidence remasking: reveal the most confident candidates, a planned
   number per step (not the model's distribution; a heuristic decoder).
 * ``threshold`` — Fast-dLLM parallel decoding: reveal every candidate with probability ≥ τ, at least one.
@@ -350,6 +353,89 @@ class TweedieSampler(AncestralSampler):
         return reveal, self._reveal_values(prediction, positions, rows, reveal, u, random)
 
 
+RemaskingStrategy = Literal["cap", "rescale"]
+
+
+class RemaskingSampler(AncestralSampler):
+    """ReMDM (Wang et al., 2025): the ancestral step, and every token revealed earlier may go back to [MASK].
+
+    A decoder that never revisits a committed token keeps its early mistakes; ReMDM's reverse step lets each
+    generated position revealed before the step from t to s return to [MASK] with probability σ, and reveals
+    a masked one with probability (α_s − (1 − σ)·α_t) / (1 − α_t) (token ∝ p_θ), so that with the model's
+    exact x_0 a position is masked at s with probability 1 − α_s, the forward marginal, for any
+    σ ≤ σ_max = min(1, (1 − α_s)/α_t); σ = 0 is the ancestral step. ``strategy`` sets σ per step:
+    ``cap`` σ = min(η, σ_max) (ReMDM-cap), ``rescale`` σ = η·σ_max (ReMDM-rescale). The last step reveals
+    every position left and re-masks none. α is the schedule's token-independent α_t, so a spindle model
+    (per-token α) is refused. A row with nothing masked is left as it is (the loop stops it).
+    """
+
+    name: ClassVar[str] = "remdm"
+    can_jump: ClassVar[bool] = False  # a jump assumes x_t stays put between reveals; re-masking moves it
+
+    def __init__(
+        self,
+        objective: Objective,
+        *,
+        eta: float = 0.02,
+        strategy: RemaskingStrategy = "cap",
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+    ) -> None:
+        super().__init__(objective, temperature=temperature, top_k=top_k, top_p=top_p)
+        if (reason := self.unsuitable(objective)) is not None:
+            raise ConfigError(reason)
+        if strategy not in ("cap", "rescale"):
+            raise invalid_choice("remasking strategy", strategy, ["cap", "rescale"])
+        if not 0 <= eta <= 1:
+            raise ConfigError(f"eta={eta!r} is not valid; allowed: 0 <= eta <= 1")
+        self.eta, self.strategy = float(eta), strategy
+
+    @classmethod
+    def unsuitable(cls, objective: Objective, time_conditioning: str = "none") -> str | None:
+        if objective.reverse_process().groups is not None:
+            return (
+                f"sampler='remdm' needs a token-independent schedule, but objective={objective.name!r} "
+                "uses spindle; allowed: sampler='ancestral' or 'routing' for a spindle model"
+            )
+        return super().unsuitable(objective, time_conditioning)
+
+    def remask_probability(self, t: Time, s: Time) -> float:
+        """σ for the step from t to s: ``min(η, σ_max)`` (cap) or ``η·σ_max`` (rescale)."""
+        alpha_t, alpha_s = 1.0 - self.process.masked_fraction(t), 1.0 - self.process.masked_fraction(s)
+        if alpha_t <= 0.0:
+            return 0.0
+        sigma_max = min(1.0, max(0.0, (1.0 - alpha_s) / alpha_t))
+        return min(self.eta, sigma_max) if self.strategy == "cap" else self.eta * sigma_max
+
+    def reveal_probability(self, t: Time, s: Time) -> float:
+        """(α_s − (1 − σ)·α_t) / (1 − α_t): the chance a masked position is revealed from t to s."""
+        alpha_t, alpha_s = 1.0 - self.process.masked_fraction(t), 1.0 - self.process.masked_fraction(s)
+        sigma = self.remask_probability(t, s)
+        return min(1.0, max(0.0, (alpha_s - (1.0 - sigma) * alpha_t) / (1.0 - alpha_t)))
+
+    def choose(self, inp: StepInput, prediction: Prediction, random: RowRandom) -> tuple[Tensor, Tensor]:
+        rows, positions = inp.rows, inp.positions
+        if inp.is_last:
+            reveal = torch.ones_like(rows, dtype=torch.bool)
+        else:
+            reveal = random.uniform(rows) < self.reveal_probability(inp.t, inp.s)
+        one_group = torch.ones((inp.x_t.shape[0], 1), dtype=torch.float64, device=rows.device)
+        return reveal, self._reveal_values(prediction, positions, rows, reveal, one_group, random)
+
+    def step(self, inp: StepInput, generator: Generators) -> StepOutput:
+        """The reveal step of :meth:`choose`, then each earlier revealed token of a row still being
+        decoded re-masked with probability σ (uniform draws from the row's generator, after the reveal's)."""
+        x_s, scores = super().step(inp, generator)
+        sigma = 0.0 if inp.is_last else self.remask_probability(inp.t, inp.s)
+        if sigma <= 0.0:
+            return StepOutput(x_s, scores)
+        revealed = inp.generated & ~inp.masked & inp.masked.any(-1, keepdim=True)
+        draws = RowRandom(generator, inp.x_t.shape[0]).uniform(revealed.nonzero()[:, 0])
+        remask = revealed.masked_scatter(revealed, draws < sigma)
+        return StepOutput(x_s.masked_fill(remask, self.mask_id), scores)
+
+
 class ConfidenceSampler(Sampler):
     """Reveal the n_k most confident candidates per step (MaskGIT, LLaDA low-confidence remasking).
 
@@ -502,6 +588,7 @@ SAMPLERS: dict[str, type[Sampler]] = {
         AncestralSampler,
         CachedSampler,
         TweedieSampler,
+        RemaskingSampler,
         ConfidenceSampler,
         ThresholdSampler,
         GibbsSampler,
