@@ -155,3 +155,58 @@ def test_an_unregistered_method_in_a_checkpoint_is_a_one_line_error(tiny_config,
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: checkpoint file ") and "\n" not in err
     assert "diffusion.json: diffusion.objective='iid-time' is not valid; allowed: " in err
+
+
+@pytest.mark.parametrize(
+    ("objective", "sampling", "message"),
+    [
+        ("ar", {"sampler": "confidence"}, "sampler='confidence' does not apply to an autoregressive model"),
+        ("ar", {"guidance": 1.0}, "guidance does not apply to an autoregressive model"),
+        ("diffusionbert", {"sampler": "beam:4"}, "sampler='beam:4' is not valid"),
+    ],
+)
+def test_a_default_decoding_the_model_could_not_use_stops_training_before_it_starts(
+    tiny_config, capsys, objective: str, sampling: dict, message: str
+):
+    """A run's ``sampling:`` is saved as the model's default decoding: one no command could load (an AR run
+    of a config written for diffusion) is one line before any training, in train and in a plan."""
+    from diffusionbert.apps.plans import train_named
+    from diffusionbert.config import load_config
+    from diffusionbert.errors import ConfigError
+
+    path, out = tiny_config(diffusion={"objective": objective}, training={"max_steps": 1}, sampling=sampling)
+    capsys.readouterr()
+    assert main(["--no-progress", "train", "--config", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: sampling (the model's default decoding): ") and "\n" not in err
+    assert message in err and not out.exists()
+    with pytest.raises(ConfigError, match=r"^run 'ar-row': sampling \(the model's default decoding\)"):
+        train_named([("ar-row", "AR", load_config(path))], progress=False)
+    assert not out.exists()
+
+
+def test_a_reused_run_takes_the_configs_decoding_without_training(tiny_config, capsys):
+    """Decoding settings may change without training: reusing a finished run rewrites its decoding.json
+    (atomically) to the config's ``sampling:``, and leaves it alone when it already matches."""
+    import json
+
+    from diffusionbert.config import load_config
+    from diffusionbert.training import train_or_reuse
+
+    path, out = tiny_config(training={"max_steps": 1}, sampling={"sampler": "confidence", "steps": 8})
+    assert train_or_reuse(load_config(path), progress=False)
+    saved = out / "final" / "decoding.json"
+    assert json.loads(saved.read_text())["steps"] == 8
+    weights = (out / "final" / "model.safetensors").stat().st_mtime_ns
+    capsys.readouterr()
+    assert not train_or_reuse(
+        load_config(path, ["sampling.steps=4", "sampling.sampler=gibbs"]), progress=False
+    )
+    assert "its default decoding is now the config's sampling section" in capsys.readouterr().out
+    assert json.loads(saved.read_text())["steps"] == 4 and json.loads(saved.read_text())["sampler"] == "gibbs"
+    assert (out / "final" / "model.safetensors").stat().st_mtime_ns == weights
+    before = saved.stat().st_mtime_ns
+    assert not train_or_reuse(
+        load_config(path, ["sampling.steps=4", "sampling.sampler=gibbs"]), progress=False
+    )
+    assert saved.stat().st_mtime_ns == before and "default decoding" not in capsys.readouterr().out

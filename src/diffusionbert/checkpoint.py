@@ -86,9 +86,19 @@ def save_model_dir(
         {"model": asdict(cfg.model), "diffusion": asdict(cfg.diffusion), "data": data},
         sort_keys=True,
     )
-    write_json(directory / DECODING_FILE, cfg.sampling.to_dict(), sort_keys=True)
+    save_decoding(directory, cfg.sampling)
     if token_counts is not None:
         save_file({"counts": token_counts.contiguous()}, str(directory / COUNTS_FILE))
+
+
+def save_decoding(directory: Path, decoding: DecodingConfig) -> bool:
+    """Write a model directory's default decoding (``decoding.json``) atomically, unless it already holds
+    exactly that; True when it was written."""
+    path = directory / DECODING_FILE
+    if path.is_file() and read_json(path) == decoding.to_dict():
+        return False
+    write_json(path, decoding.to_dict(), sort_keys=True)
+    return True
 
 
 def list_checkpoints(checkpoints_dir: Path) -> list[tuple[int, Path]]:

@@ -215,6 +215,12 @@ class DecodingConfig:
         "predicts (a model trained with data.target_window, in that window); default: predicted where it "
         "applies, else generated",
     )
+    length_beam: int = _option(
+        1,
+        "with end=predicted: decode each text at its N most likely lengths (the predicted median among "
+        "them) and keep the one whose tokens the model scores highest (Mask-Predict's length beam; N times "
+        "the network calls)",
+    )
     block_length: int | None = _option(
         None,
         "decode in blocks of this many positions, left to right, each in --steps steps "
@@ -250,7 +256,7 @@ class DecodingConfig:
                 raise ConfigError(f"{f.name}={value!r} is not valid; allowed: a finite number")
         if self.sampler is not None and (not isinstance(self.sampler, str) or not self.sampler):
             raise ConfigError(f"sampler={self.sampler!r} is not valid; allowed: a sampler name")
-        for name in ("steps", "num_samples", "batch_size"):
+        for name in ("steps", "num_samples", "batch_size", "length_beam"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)!r} is not valid; allowed: {name} >= 1")
         for name in ("length", "block_length"):

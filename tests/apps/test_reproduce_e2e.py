@@ -26,11 +26,25 @@ def tiny_plan(tiny_config, pairs_data, tmp_path) -> Path:
     data = tmp_path / "pairs.jsonl"
     rows = [{"mr": mr, "ref": ref} for mr, refs in PAIRS.items() for ref in refs]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows * 4), encoding="utf-8")
+    train = tmp_path / "train.jsonl"  # more distinct MRs: a distilled file has one row per MR, a batch 8
+    extra = [
+        {"mr": f"name[The Eagle], priceRange[{p}]", "ref": f"the eagle is {p}"} for p in ("cheap", "high")
+    ]
+    extra += [
+        {"mr": f"name[The Mill], area[{a}]", "ref": f"the mill is in the {a}"}
+        for a in ("riverside", "city centre")
+    ]
+    extra += [
+        {"mr": f"name[Blue Spice], food[{f}]", "ref": f"blue spice serves {f} food"}
+        for f in ("french", "english", "fast")
+    ]
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows * 4 + extra), encoding="utf-8")
     base, _ = tiny_config(
-        data=pairs_data(data, max_length=32),
+        data=pairs_data(train, max_length=32),
         diffusion={"objective": "diffusionbert", "schedule": "spindle", "num_steps": 2048},
     )
     text = PLAN.read_text().replace("data.target_window=32", "data.target_window=8")
+    text = text.replace("data/e2e-distilled/train.csv", str(tmp_path / "distilled.csv"))
     plan = yaml.safe_load(text.replace("diffusion.block_size=16", "diffusion.block_size=8"))
     plan |= {
         "base": str(base),
@@ -66,11 +80,22 @@ def test_every_decoder_is_a_scored_row_beside_the_anchors_and_reruns_from_cache(
     assert "![BLEU and SER against network calls](e2e-steps.png)" in text and Path(plan.curve_plot).is_file()
     for curve in plan.curves:
         assert all(f"| {curve.label} | {plan.decoder(name).label} |" in text for name in curve.decoders)
+    # the distillation: the AR teacher's text for each distinct training MR, the students trained on it
+    (distillation,) = plan.distillations
+    distilled = Path(distillation.out).read_text(encoding="utf-8").splitlines()
+    assert distilled[0] == "mr,ref" and len(distilled) - 1 >= len(PAIRS)
+    students = plan.students()
+    assert students and distillation.teacher not in students
+    for name in students:
+        run_config = yaml.safe_load((Path(plan.output_dir) / name / "config.yaml").read_text())
+        assert run_config["data"]["train_file"] == distillation.out
+    assert f"- `{distillation.out}` (`{distillation.name}`): the `ar` model" in text
     page.write_text(text.replace(DISCUSSION_START + "\n", DISCUSSION_START + "\nOur reading.\n"))
     capsys.readouterr()
     reproduce_e2e(tiny_plan, progress=False)
     out = capsys.readouterr().out
     assert out.count("reusing the finished run") == len(plan.models)
+    assert "reusing the distilled file" in out
     assert "Our reading." in page.read_text()
 
     # stored texts are scored afresh: a metric change needs no decoding (here: texts set to references)
@@ -111,6 +136,7 @@ def test_every_decoder_is_a_scored_row_beside_the_anchors_and_reruns_from_cache(
         ({"diverse_baseline": "ar-greedy"}, "samples >= 2"),
         ({"protocol": {"test_file": "missing.csv"}}, "not found"),
         ({"models": []}, "names must be present"),
+        ({"distillations": [{"name": "d", "teacher": "nope", "out": "x.csv"}]}, "model 'nope'"),
         (
             {"decoders": [{"name": "x", "model": "ar", "label": "x", "sampler": "greedy", "end": "eos"}]},
             "end='eos'",

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from diffusionbert.diffusion.length import length_cdf, median_length
+from diffusionbert.diffusion.length import length_cdf, likely_lengths, median_length
 
 
 def test_the_distribution_function_is_the_running_maximum_ending_at_one() -> None:
@@ -23,3 +24,16 @@ def test_the_median_is_the_first_position_where_the_function_reaches_one_half() 
     # a hand-made length distribution P(n = 0..3) = (0.1, 0.2, 0.3, 0.4): median 2 (F = 0.1, 0.3, 0.6, 1)
     probabilities = torch.tensor([0.1, 0.2, 0.3, 0.4])
     assert median_length(length_cdf(probabilities.cumsum(0).log()[None])).tolist() == [2]
+
+
+def test_a_length_beam_holds_the_median_then_the_most_probable_lengths() -> None:
+    # P(n = 0..4) = (0.1, 0.5, 0, 0, 0.4): median 1, then 4, then the ties 2 and 3 (the shorter first)
+    cdf = torch.tensor([[0.1, 0.6, 0.6, 0.6, 1.0]])
+    assert likely_lengths(cdf, 1).tolist() == [[1]]
+    assert likely_lengths(cdf, 3).tolist() == [[1, 4, 2]]
+    # the median is first even where another length is more probable, and n = 0 is never a candidate
+    skewed = torch.tensor([[0.45, 0.5, 0.5, 0.55, 1.0]])  # P = (0.45, 0.05, 0, 0.05, 0.45): median 1
+    assert likely_lengths(skewed, 4).tolist() == [[1, 4, 3, 2]]
+    assert likely_lengths(torch.tensor([[0.9, 0.9, 1.0]]), 1).tolist() == [[1]]  # median 0 becomes 1
+    with pytest.raises(ValueError, match="outside"):
+        likely_lengths(cdf, 5)

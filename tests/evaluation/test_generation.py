@@ -264,6 +264,63 @@ def test_a_window_model_decodes_the_length_it_predicts_from_each_source(
     assert code == 2 and "data.target_window" in err and err.strip().count("\n") == 0
 
 
+def test_a_length_beam_keeps_the_length_whose_tokens_the_model_scores_highest(
+    pair_model, tiny_config, pairs_data, monkeypatch, capsys
+):
+    """Mask-Predict's length beam on a hand-built denoiser: the length call puts p([SEP]) = 0.1, 0.6, 0.2,
+    0.2 on window positions 0-3 (F = 0.1, 0.6, 0.6, 0.6, 1: median 1, then 4 the most probable), and while
+    decoding the denoiser is sure of its tokens (one logit 30 above the rest) only when the text is 4 long.
+    A beam of one decodes the median; a beam of two keeps length 4, at the calls of both candidates plus
+    the length call; the same seed gives the same texts, and every misuse is one line."""
+    from diffusionbert.sampling import load_pipeline
+
+    _, data = pair_model
+    out = _window_model(tiny_config, pairs_data, data)
+    pipe = load_pipeline(out / "final")
+    sep, window = pipe.tokenizer.sep_token_id, 5
+    real = pipe.model.forward
+
+    def forward(input_ids, attention_mask=None, t=None, positions=None):
+        output = real(input_ids, attention_mask=attention_mask, t=t, positions=positions)
+        rows, columns = positions.nonzero().unbind(-1)
+        columns_all = torch.arange(input_ids.shape[1])
+        window_start = (input_ids == sep).long().argmax(-1) + 1  # after the source's [SEP]
+        filler = (input_ids == sep) & (columns_all >= window_start[:, None])
+        text_length = torch.where(filler.any(-1), filler.long().argmax(-1) - window_start, window)
+        logits = output.logits
+        length_call = text_length[rows] == window
+        index = columns - window_start[rows]
+        p = torch.where(index == 0, 0.1, torch.where(index == 1, 0.6, 0.2)).to(logits.dtype)
+        others = logits.clone()
+        others[:, sep] = float("-inf")
+        logits[length_call, sep] = (torch.log(p / (1 - p)) + others.logsumexp(-1))[length_call]
+        sure = text_length[rows] == 4
+        best = others.argmax(-1)  # a token it may write (never [SEP] or a forbidden id)
+        logits[sure, best[sure]] = logits[sure].max(-1).values + 30.0
+        return output
+
+    monkeypatch.setattr(pipe.model, "forward", forward)
+    options = {"length": window, "steps": 4, "sampler": "confidence", "source": MRS, "end": "predicted"}
+    single = pipe(num_samples=2, **options)
+    assert single.lengths == [1] * 6 and single.scores is not None
+    beam = pipe(num_samples=2, length_beam=2, **options)
+    assert beam.lengths == [4] * 6 and beam.nfe == [1 + 1 + 4] * 6  # length call, length 1, length 4
+    assert beam.scores is not None and all(s > -1e-3 for s in beam.scores)  # the sure candidate's score
+    assert all(s < -1.0 for s in single.scores)  # the real model is unsure of the median's token
+    assert torch.equal(pipe(num_samples=2, length_beam=2, **options).token_ids, beam.token_ids)
+    for call, message in (
+        (lambda: pipe(length_beam=5, **options), r"length_beam=5 but a window of 5 positions holds 4"),
+        (
+            lambda: pipe(length_beam=2, **{**options, "end": "generated"}),
+            'allowed: length_beam > 1 with end="predicted"',
+        ),
+        (lambda: pipe(length_beam=0, **options), r"length_beam=0 is not valid; allowed: length_beam >= 1"),
+    ):
+        with pytest.raises(ConfigError, match=message) as raised:
+            call()
+        assert "\n" not in str(raised.value)
+
+
 def test_source_dropout_hides_whole_sources_in_training_and_enables_guidance(
     pair_model, tiny_config, monkeypatch, capsys, pairs_data
 ):

@@ -23,7 +23,7 @@ from ..evaluation.conditional import ConditionalScores
 from ..evaluation.generation import Generation, SourceFile, generate_file, read_references
 from ..evaluation.slots import check_slots, references_error_rate, self_contradictions
 from ..sampling import load_pipeline
-from ..sampling.pipelines import Conditioning
+from ..sampling.pipelines import Conditioning, check_trained_decoding
 from ..training import train_or_reuse
 from ..utils.io import atomic_file
 from ..utils.runtime import default_device, machine_description
@@ -85,7 +85,8 @@ def _loss_curve(records: list[dict[str, float]], png: Path) -> None:
 
 
 def _check(cfg: Config, examples: str | Path) -> None:
-    """The demo's files must exist, and its config must train pairs with source dropout."""
+    """The demo's files must exist, and its config must train pairs with source dropout and a default
+    decoding the model can decode with."""
     files = (("data.train_file", cfg.data.train_file), ("data.valid_file", cfg.data.valid_file))
     for name, path in (*files, ("examples", str(examples))):
         if path and not Path(path).exists():
@@ -96,6 +97,7 @@ def _check(cfg: Config, examples: str | Path) -> None:
         raise ConfigError("the demo trains data-to-text: it needs data.source_field and data.valid_file")
     if cfg.training.source_dropout <= 0:
         raise ConfigError("the demo also writes without an MR: it needs training.source_dropout > 0")
+    check_trained_decoding(cfg)
 
 
 def run_demo(

@@ -25,6 +25,7 @@ import yaml
 
 from ..config import Config
 from ..errors import ConfigError
+from ..sampling.pipelines import check_trained_decoding
 from ..training import train_or_reuse
 from ..utils.io import write_json
 
@@ -74,11 +75,22 @@ def check_unique(path: Path, kind: str, names: Sequence[str]) -> None:
 # ------------------------------------------------------------------------------------ training and records
 
 
+def check_runs(runs: Sequence[tuple[str, str, Config]]) -> None:
+    """Refuse, naming the run, one whose default decoding its model could not decode with
+    (:func:`~diffusionbert.sampling.pipelines.check_trained_decoding`): before hours of training."""
+    for name, _, cfg in runs:
+        try:
+            check_trained_decoding(cfg)
+        except ConfigError as exc:
+            raise ConfigError(f"run {name!r}: {exc}") from None
+
+
 def train_named(
     runs: list[tuple[str, str, Config]], progress: bool = True, device: str | None = None
 ) -> None:
     """Train (or reuse, or resume) each ``(name, label, config)`` in order; each run's training wall time
-    accumulates in its ``timing.json``."""
+    accumulates in its ``timing.json``. Every run is checked (:func:`check_runs`) before any trains."""
+    check_runs(runs)
     for index, (name, label, cfg) in enumerate(runs):
         print(f"[{index + 1}/{len(runs)}] {name}: {label}")
         started = time.perf_counter()

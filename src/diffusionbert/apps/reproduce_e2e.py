@@ -15,7 +15,7 @@ the texts are scored afresh each time, so a change to a metric needs no decoding
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -32,10 +32,12 @@ from ..evaluation.generation import (
 )
 from ..evaluation.slots import references_error_rate
 from ..methods import LEFT_TO_RIGHT, get_method
-from ..utils.io import atomic_file, write_json
+from ..utils.io import atomic_file, read_json, write_json
 from ..utils.runtime import machine_description
+from .distill import LEFT_TO_RIGHT_TEACHER_SAMPLER, distill
 from .plans import (
     build_dataclass,
+    check_runs,
     check_unique,
     discussion_section,
     named,
@@ -59,7 +61,8 @@ class Model:
 class Decoder:
     """A row of the table: how ``model`` generates (``samples`` per source; with ``mbr`` the consensus one is
     kept, else the first; the diversity columns need ``samples`` >= 2; ``end``: where a text ends, see
-    :data:`~diffusionbert.config.ENDS`). :meth:`decoding` is the whole decoding it names."""
+    :data:`~diffusionbert.config.ENDS`; ``length_beam`` and ``sampler_options`` as in
+    :class:`~diffusionbert.config.DecodingConfig`). :meth:`decoding` is the whole decoding it names."""
 
     name: str
     model: str
@@ -70,6 +73,8 @@ class Decoder:
     mbr: bool = False
     guidance: float = 0.0
     end: str = "generated"
+    length_beam: int = 1
+    sampler_options: dict[str, float | str] = field(default_factory=dict)
 
     def decoding(self, protocol: Protocol) -> DecodingConfig:
         """Every option of this row's decoding under ``protocol`` (its window, seed and batch), whatever the
@@ -79,11 +84,13 @@ class Decoder:
             steps=self.steps,
             length=protocol.length,
             end=self.end,
+            length_beam=self.length_beam,
             guidance=self.guidance,
             num_samples=self.samples,
             mbr=self.mbr,
             seed=protocol.seed,
             batch_size=protocol.batch_size,
+            sampler_options=dict(self.sampler_options),
         )
 
 
@@ -113,6 +120,18 @@ class Anchor:
 
 
 @dataclass(frozen=True)
+class Distillation:
+    """Sequence-level distillation (:mod:`.distill`): the ``teacher`` model (trained first) writes one text
+    per distinct source of its own training file into ``out``, which the models that train on it
+    (``data.train_file=OUT``) train on after it; ``sampler`` None: the teacher's default for distillation."""
+
+    name: str
+    teacher: str
+    out: str
+    sampler: str | None = None
+
+
+@dataclass(frozen=True)
 class Curve:
     """Decoders of one model at more and more steps: a line of the speed-quality plot."""
 
@@ -139,9 +158,19 @@ class Plan:
     diverse_baseline: str
     curves: tuple[Curve, ...] = ()
     curve_plot: str | None = None
+    distillations: tuple[Distillation, ...] = ()
 
     def model(self, name: str) -> Model:
         return named(self.models, name, "model")
+
+    def students(self) -> set[str]:
+        """The models that train on a distilled file (they train after the distillations)."""
+        outputs = {Path(d.out).resolve() for d in self.distillations}
+        return {
+            m.name
+            for m in self.models
+            if Path(model_config(self, m).data.train_file or "").resolve() in outputs
+        }
 
     def decoder(self, name: str) -> Decoder:
         return named(self.decoders, name, "decoder")
@@ -165,6 +194,10 @@ def load_plan(path: str | Path) -> Plan:
         "curves": tuple(
             build_dataclass(Curve, c, f"curves[{i}]") for i, c in enumerate(raw.pop("curves", []))
         ),
+        "distillations": tuple(
+            build_dataclass(Distillation, d, f"distillations[{i}]")
+            for i, d in enumerate(raw.pop("distillations", []))
+        ),
     }
     plan: Plan = build_dataclass(Plan, {**raw, **parts}, str(path))
     check_unique(path, "model", [m.name for m in plan.models])
@@ -183,6 +216,15 @@ def load_plan(path: str | Path) -> Plan:
             plan.decoder(name)
     if plan.curves and plan.curve_plot is None:
         raise ConfigError(f"{path}: curves are drawn in curve_plot; allowed: a PNG path with them")
+    if plan.distillations:
+        check_unique(path, "distillation", [d.name for d in plan.distillations])
+    students = plan.students()
+    for distillation in plan.distillations:
+        if plan.model(distillation.teacher).name in students:
+            raise ConfigError(
+                f"distillation {distillation.name!r}: its teacher {distillation.teacher!r} trains on a distilled "
+                "file; allowed: a teacher trained on the plan's own data"
+            )
     return plan
 
 
@@ -273,8 +315,71 @@ def _fmt(value: float | None, digits: int, scale: float = 1.0) -> str:
     return "–" if value is None else f"{scale * value:.{digits}f}"
 
 
-def results_page(plan: Plan, results: dict[str, DecoderResult], machine: str, plan_path: str) -> str:
-    """The markdown of the E2E results page."""
+def distill_or_reuse(
+    plan: Plan, distillation: Distillation, progress: bool = True, device: str | None = None
+) -> dict[str, Any]:
+    """Write a distillation's file with its (trained) teacher, or reuse it when the file exists and its record
+    says it came from the same teacher weights, data and sampler; the record (rows, sources, seconds)."""
+    teacher = model_config(plan, plan.model(distillation.teacher))
+    final = Path(teacher.training.output_dir) / "final"
+    data = teacher.data
+    key = {
+        "teacher": written_at(final),
+        "data": data.train_file,
+        "fields": [data.source_field, data.field],
+        "sampler": distillation.sampler,
+    }
+    path = Path(plan.output_dir) / "distillations" / f"{distillation.name}.json"
+    if Path(distillation.out).is_file() and (record := stored_record(path, key)) is not None:
+        print(f"reusing the distilled file {distillation.out}")
+        return record
+    print(f"distilling {distillation.out} with the {distillation.teacher!r} model")
+    assert data.train_file is not None and data.source_field is not None  # a pair model's config
+    result = distill(
+        final,
+        SourceFile(data.train_file, data.source_field),
+        distillation.out,
+        target_field=data.field,
+        device=device,
+        progress=progress,
+        **({"sampler": distillation.sampler} if distillation.sampler else {}),
+    )
+    record = {
+        "key": key,
+        "sources": result.sources,
+        "rows": result.rows,
+        "empty": result.empty,
+        "nfe": result.nfe,
+        "seconds": result.seconds,
+    }
+    write_json(path, record)
+    return record
+
+
+def distillation_lines(plan: Plan, records: dict[str, dict[str, Any]]) -> list[str]:
+    """What each distillation cost and wrote, for the page."""
+    lines = []
+    for d in plan.distillations:
+        r, teacher = records[d.name], plan.model(d.teacher)
+        timing = Path(model_config(plan, teacher).training.output_dir) / "timing.json"
+        trained = f", trained in {read_json(timing)['train_seconds']:.0f} s" if timing.is_file() else ""
+        sampler = d.sampler or LEFT_TO_RIGHT_TEACHER_SAMPLER
+        lines.append(
+            f"- `{d.out}` (`{d.name}`): the `{teacher.name}` model ({teacher.label}{trained}) wrote one text"
+            f" for each of the {r['sources']:,} distinct MRs of its training file with `{sampler}`:"
+            f" {r['rows']:,} pairs in {r['seconds']:.0f} s ({r['nfe']:.1f} network calls an MR)."
+        )
+    return lines
+
+
+def results_page(
+    plan: Plan,
+    results: dict[str, DecoderResult],
+    machine: str,
+    plan_path: str,
+    distilled: dict[str, dict[str, Any]] | None = None,
+) -> str:
+    """The markdown of the E2E results page (``distilled``: each distillation's record)."""
     p = plan.protocol
     base = load_config(plan.base, list(plan.common))
     t, d = base.training, base.data
@@ -327,6 +432,9 @@ def results_page(plan: Plan, results: dict[str, DecoderResult], machine: str, pl
     lines += [
         f"- `{m.name}` ({m.label}): {', '.join(f'`{o}`' for o in m.overrides) or 'none'}" for m in plan.models
     ]
+    if plan.distillations:
+        lines += ["", "Distilled training data (sequence-level knowledge distillation):", ""]
+        lines += distillation_lines(plan, distilled or {})
     lines += ["", "Published numbers: " + "; ".join(f"{a.label}: {a.source}" for a in plan.anchors) + "."]
     lines += ["", *curve_lines(plan, results)]
     lines += ["## The paper's claim, checked on our numbers", "", *claim_lines(plan, results)]
@@ -440,7 +548,12 @@ def reproduce_e2e(
     plan = load_plan(plan_path)
     if not Path(plan.protocol.test_file).is_file():
         raise ConfigError(f"protocol.test_file {plan.protocol.test_file} not found")
-    train_named([(m.name, m.label, model_config(plan, m)) for m in plan.models], progress, device)
+    runs = [(m.name, m.label, model_config(plan, m)) for m in plan.models]
+    check_runs(runs)
+    students = plan.students()
+    train_named([run for run in runs if run[0] not in students], progress, device)
+    distilled = {d.name: distill_or_reuse(plan, d, progress, device) for d in plan.distillations}
+    train_named([run for run in runs if run[0] in students], progress, device)
     if train_only:
         return None
     results = {}
@@ -450,6 +563,6 @@ def reproduce_e2e(
     page = Path(plan.results)
     if plan.curve_plot is not None:
         curve_plot(plan, results, Path(plan.curve_plot))
-    text = results_page(plan, results, machine_description(), str(plan_path))
+    text = results_page(plan, results, machine_description(), str(plan_path), distilled)
     atomic_file(page, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return page

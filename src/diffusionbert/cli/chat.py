@@ -28,7 +28,10 @@ COMMANDS = {"/reset": "forget the conversation", "/quit": "end the chat"}
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "chat",
-        parents=[*model_options(), decoding_options(exclude=("num_samples", "mbr", "batch_size"))],
+        parents=[
+            *model_options(),
+            decoding_options(exclude=("num_samples", "mbr", "batch_size", "length_beam")),
+        ],
         help="talk with a model trained with data.format=chat",
         description="A conversation in the terminal. --length is the answer window (default: the model's "
         "data.target_window, else 64); answer n of a conversation draws with seed + n.",

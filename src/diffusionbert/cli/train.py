@@ -27,6 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from ..config import load_config
+    from ..sampling.pipelines import check_trained_decoding
     from ..training import train
 
     overrides = list(args.overrides)
@@ -35,6 +36,7 @@ def run(args: argparse.Namespace) -> None:
     if args.max_steps is not None:
         overrides.append(f"training.max_steps={args.max_steps}")
     cfg = load_config(args.config, overrides)
+    check_trained_decoding(cfg)
     result = train(
         cfg, resume=args.resume, progress=not args.no_progress, device=args.device, overwrite=args.overwrite
     )

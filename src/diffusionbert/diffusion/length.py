@@ -29,6 +29,21 @@ def length_cdf(sep_log_probs: Tensor) -> Tensor:
     return cdf
 
 
+def likely_lengths(cdf: Tensor, beam: int) -> Tensor:
+    """``beam`` text lengths [B, beam] (long, ≥ 1) under ``cdf`` [B, W]: the median first, then the most
+    probable other lengths by P(n = i) = F(i) − F(i − 1), ties to the shorter (Mask-Predict's length beam,
+    always holding the length a beam of one decodes). Needs beam ≤ W − 1, the lengths a window holds."""
+    median = median_length(cdf).clamp_min(1)
+    if beam == 1:
+        return median[:, None]
+    if not 1 < beam < cdf.shape[-1]:
+        raise ValueError(f"beam={beam} outside 1..{cdf.shape[-1] - 1}")
+    pmf = torch.diff(cdf, dim=-1, prepend=torch.zeros_like(cdf[:, :1]))
+    pmf[:, 0] = float("-inf")  # a text has at least one token
+    pmf = pmf.scatter(1, median[:, None], float("inf"))
+    return pmf.to(torch.float64).argsort(dim=-1, descending=True, stable=True)[:, :beam]
+
+
 def median_length(cdf: Tensor) -> Tensor:
     """The median text length [B] (long) of a length distribution function ``cdf`` [B, W]: the number of
     positions i with F(i) < 1/2, i.e. the first i with F(i) ≥ 1/2."""

@@ -63,6 +63,7 @@ def denoise_blocks(
     nfe = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
     ended = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     states = [x.unsqueeze(1)] if return_trajectory else []
+    scores = torch.zeros(x.shape, dtype=torch.float64, device=x.device)
     noise_mask = generated if noise_mask is None else noise_mask
     for k in range(num_blocks):
         block = (blocks == k) & ~ended[:, None]
@@ -81,9 +82,11 @@ def denoise_blocks(
             on_step=on_step,
         )
         x, nfe = result.tokens, nfe + result.nfe
+        assert result.scores is not None
+        scores = torch.where(block, result.scores, scores)
         if result.trajectory is not None:
             states.append(result.trajectory[:, 1:])
         if end_id is not None:
             ended |= ((x == end_id) & block).any(-1)
             x = x.masked_fill((blocks > k) & ended[:, None], end_id)
-    return DenoiseResult(x, nfe, torch.cat(states, 1) if return_trajectory else None)
+    return DenoiseResult(x, nfe, torch.cat(states, 1) if return_trajectory else None, scores)

@@ -24,11 +24,14 @@ Denoiser = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 @dataclass(frozen=True)
 class DenoiseResult:
-    """Final tokens [B, L], network calls per row [B], and every state [B, K + 1, L] when asked for."""
+    """Final tokens [B, L], network calls per row [B], every state [B, K + 1, L] when asked for, and
+    ``scores`` [B, L] (float64): log p_θ of each generated token at the step that last revealed it (what
+    Mask-Predict ranks texts and positions by; None where a loop has no such score)."""
 
     tokens: Tensor
     nfe: Tensor
     trajectory: Tensor | None
+    scores: Tensor | None = None
 
 
 def denoise(
@@ -140,4 +143,4 @@ def denoise(
     if trajectory is not None:
         for b, start in enumerate(clock):  # steps after a row's end leave it as it is
             trajectory[b, start + 1 :] = x[b]
-    return DenoiseResult(x, nfe, trajectory)
+    return DenoiseResult(x, nfe, trajectory, scores)

@@ -28,7 +28,7 @@ import torch
 from accelerate.utils import broadcast_object_list
 from transformers import PreTrainedModel
 
-from ..checkpoint import list_checkpoints
+from ..checkpoint import DECODING_FILE, list_checkpoints, save_decoding
 from ..config import Config, save_config
 from ..diffusion.corruption import mask_sources
 from ..diffusion.objectives import Objective
@@ -403,7 +403,8 @@ def train_or_reuse(
 ) -> bool:
     """Reuse a finished run, resume an interrupted one, or start one; True when any training ran.
 
-    What happens is said in one line, so re-running a long job after an interruption is always safe. With
+    What happens is said in one line, so re-running a long job after an interruption is always safe. A
+    reused run's default decoding becomes the config's ``sampling:`` (it may change without training). With
     ``overwrite`` the run in the output directory is deleted and trained again."""
     out = Path(cfg.training.output_dir)
     if overwrite:
@@ -411,6 +412,10 @@ def train_or_reuse(
         return True
     if run_finished(cfg):
         print(f"reusing the finished run in {out}")
+        if save_decoding(out / "final", cfg.sampling):  # decoding settings change without training
+            print(
+                f"  its default decoding is now the config's sampling section ({out / 'final' / DECODING_FILE})"
+            )
         return False
     resume = bool(list_checkpoints(out / "checkpoints"))
     if resume:

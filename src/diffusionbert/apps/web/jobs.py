@@ -37,9 +37,12 @@ MAX_SEED = 2**63 - 1
 INFILL_BLANK = re.compile(r"_")
 """How a person types one blank token of an infill template (``[MASK]`` works too)."""
 DECODING_FIELDS = tuple(
-    f.name for f in dataclasses.fields(DecodingConfig) if f.name not in ("num_samples", "mbr", "batch_size")
+    f.name
+    for f in dataclasses.fields(DecodingConfig)
+    if f.name not in ("num_samples", "mbr", "batch_size", "length_beam")
 )
-"""The decoding options a request may set (a page shows one text: no sample count, MBR or batch)."""
+"""The decoding options a request may set (a page shows one text forming: no sample count, MBR, batch or
+length beam, which decode several texts to keep one)."""
 
 Emit = Callable[[str, dict[str, Any]], None]
 """Where :func:`generate` reports its events: ``emit(kind, data)``."""
@@ -96,6 +99,7 @@ class Request:
         options = {name: body[name] for name in DECODING_FIELDS if name in body}
         if not options.get("sampler", True):
             del options["sampler"]  # an empty choice: the model's own
+        options["length_beam"] = 1  # one text forms on the page, whatever beam the model saved
         window = pipe.model.max_input_length
         for name, most in (
             ("steps", MAX_STEPS),

@@ -19,6 +19,9 @@ from pathlib import Path
 import torch
 
 from ...checkpoint import LoadedModel, load_model_dir
+from ...config import Config
+from ...errors import ConfigError
+from ...methods import get_method
 from .autoregressive import AutoregressivePipeline
 from .base import MODES, PIPELINES, Outputs, Pipeline, Supports, TemplatePipeline
 from .embedding import EmbeddingDiffusionPipeline
@@ -29,6 +32,18 @@ from .masked import DiffusionPipeline, guided_logits
 def pipeline_for(loaded: LoadedModel, device: torch.device | str | None = None) -> Pipeline:
     """The pipeline an already loaded model's method samples with."""
     return PIPELINES[loaded.method.sampling].from_loaded(loaded, device)
+
+
+def check_trained_decoding(cfg: Config) -> None:
+    """Refuse a run whose ``sampling:`` section (saved with the model as its default decoding) the pipeline of
+    its method could not decode with: one line naming the section, before any training (an AR run of a
+    config written for diffusion keeps its ``sampling.sampler=confidence`` otherwise, and no command could
+    load the model it trains)."""
+    pipeline = PIPELINES[get_method(cfg.diffusion.objective).sampling]
+    try:
+        pipeline.check_default_decoding(cfg.sampling)
+    except ConfigError as exc:
+        raise ConfigError(f"sampling (the model's default decoding): {exc}") from None
 
 
 def load_pipeline(directory: str | Path, device: torch.device | str | None = None) -> Pipeline:
@@ -47,6 +62,7 @@ __all__ = [
     "Pipeline",
     "Supports",
     "TemplatePipeline",
+    "check_trained_decoding",
     "guided_logits",
     "load_pipeline",
     "pipeline_for",

@@ -77,7 +77,8 @@ class AutoregressivePipeline(Pipeline, kind=LEFT_TO_RIGHT):
         """Its decoders (``beam`` with its default width)."""
         return tuple(LEFT_TO_RIGHT_DECODERS)
 
-    def _check_sampler(self, name: str) -> None:
+    @classmethod
+    def _check_sampler_name(cls, name: str) -> None:
         LeftToRightDecoder.parse(name)
 
     def _modes_without_source(self) -> tuple[str, ...]:

@@ -75,6 +75,8 @@ class Supports:
     """Whether ``steps`` counts (left to right: one network call per token, whatever it says)."""
     blocks: bool = False
     """``block_length``: semi-autoregressive blocks."""
+    length_beam: bool = False
+    """``length_beam``: several predicted lengths per text, the best-scored kept."""
     guidance: bool = False
     """``guidance``: classifier-free guidance."""
     sharpening: bool = False
@@ -125,6 +127,7 @@ class Supports:
 
 _OPTIONAL: tuple[tuple[str, str, Callable[[DecodingConfig, Outputs], bool]], ...] = (
     ("block_length", "blocks", lambda decoding, _: decoding.block_length is not None),
+    ("length_beam", "length_beam", lambda decoding, _: decoding.length_beam > 1),
     ("guidance", "guidance", lambda decoding, _: bool(decoding.guidance)),
     ("temperature/top_k/top_p", "sharpening", lambda decoding, _: decoding.sharpened),
     ("sampler_options", "sampler_options", lambda decoding, _: bool(decoding.sampler_options)),
@@ -201,9 +204,15 @@ class Pipeline(ABC):
     def _sampler_names(self) -> tuple[str, ...]:
         """Every sampler this model can run, in the family's order."""
 
+    @classmethod
     @abstractmethod
+    def _check_sampler_name(cls, name: str) -> None:
+        """Refuse a sampler name no model of this pipeline runs (a one-line ConfigError naming what is
+        allowed)."""
+
     def _check_sampler(self, name: str) -> None:
-        """Refuse a sampler this model cannot run (a one-line ConfigError naming what is allowed)."""
+        """Refuse a sampler this model cannot run (by default: a name the pipeline does not know)."""
+        self._check_sampler_name(name)
 
     @abstractmethod
     def _modes_without_source(self) -> tuple[str, ...]:
@@ -262,14 +271,29 @@ class Pipeline(ABC):
 
     def check(self, decoding: DecodingConfig, conditioning: Conditioning, outputs: Outputs) -> None:
         """Refuse what this pipeline does not support, and a sampler it cannot run, in one line each."""
-        refused = self.supports.refused(decoding, conditioning, outputs)
-        if refused:
-            raise ConfigError(
-                f"{', '.join(refused)} does not apply to {self.supports.description}; allowed: "
-                f"{self.supports.allowed()}"
-            )
+        self._check_supported(decoding, conditioning, outputs)
         if decoding.sampler is not None:
             self._check_sampler(decoding.sampler)
+
+    @classmethod
+    def check_default_decoding(cls, decoding: DecodingConfig) -> None:
+        """Refuse a default decoding (a run's ``sampling:``, saved with the model) that no model of this
+        pipeline could decode with, before one is trained: an option it does not honour, a sampler name it
+        does not know. What depends on the trained model (a sampler that needs a time-agnostic one) is
+        checked when it is loaded."""
+        cls._check_supported(decoding, Conditioning(), Outputs())
+        if decoding.sampler is not None:
+            cls._check_sampler_name(decoding.sampler)
+
+    @classmethod
+    def _check_supported(cls, decoding: DecodingConfig, conditioning: Conditioning, outputs: Outputs) -> None:
+        """Refuse in one line the options of a call this pipeline does not honour."""
+        refused = cls.supports.refused(decoding, conditioning, outputs)
+        if refused:
+            raise ConfigError(
+                f"{', '.join(refused)} does not apply to {cls.supports.description}; allowed: "
+                f"{cls.supports.allowed()}"
+            )
 
     def resolve(
         self, config: DecodingConfig | None, options: dict[str, Any], conditioning: Conditioning
@@ -338,12 +362,14 @@ class Pipeline(ABC):
 
     def chat_decoding(self, config: DecodingConfig | None = None, **options: Any) -> DecodingConfig:
         """The decoding of a chat answer: ``config`` (default: the model's own) with ``options`` changed, one
-        answer, its window ``length`` (default: the model's target window, else
+        answer (no samples, MBR or length beam), its window ``length`` (default: the model's target window, else
         :data:`~diffusionbert.config.DEFAULT_ANSWER_LENGTH`) and sampler filled in; checked before any
         conversation is read (a one-line ConfigError), so a chat fails at its start, not at its first
         answer."""
         check_model_chat_template(self.tokenizer)
-        decoding = (config or self.decoding).replace(**{**options, "num_samples": 1, "mbr": False})
+        decoding = (config or self.decoding).replace(
+            **{**options, "num_samples": 1, "mbr": False, "length_beam": 1}
+        )
         decoding = replace(decoding, length=decoding.length or self.default_length("chat"))
         decoding = self.resolve(decoding, {}, Conditioning(source="chat"))
         self.check(decoding, Conditioning(source="chat"), Outputs())
@@ -560,10 +586,16 @@ class TemplatePipeline(Pipeline):
             skip_special_tokens=True,
         )
         trajectories = [r.trajectory for r in results]
+        scores = None
+        if all(r.scores is not None for r in results):
+            generated = rows.generated.to(torch.float64)
+            total = (torch.cat([r.scores for r in results]) * generated).sum(-1)  # type: ignore[misc]
+            scores = (total / generated.sum(-1).clamp_min(1.0)).tolist()
         return SampleOutput(
             texts=texts,
             token_ids=tokens.cpu(),
             lengths=[stop - start for start, stop in zip(starts_at, ends, strict=True)],
             nfe=(torch.cat([r.nfe for r in results]) + extra_nfe).tolist(),
             trajectories=torch.cat(trajectories).cpu() if trajectories[0] is not None else None,
+            scores=scores,
         )

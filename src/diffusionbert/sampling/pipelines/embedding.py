@@ -61,7 +61,8 @@ class EmbeddingDiffusionPipeline(TemplatePipeline, kind=GAUSSIAN):
     def _sampler_names(self) -> tuple[str, ...]:
         return (self.own_sampler, *(name for name in SAMPLERS if name != self.own_sampler))
 
-    def _check_sampler(self, name: str) -> None:
+    @classmethod
+    def _check_sampler_name(cls, name: str) -> None:
         if name not in SAMPLERS:
             raise invalid_choice("sampler", name, SAMPLERS)
 

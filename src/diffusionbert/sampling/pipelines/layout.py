@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
-from ...diffusion.length import length_cdf, median_length
+from ...diffusion.length import length_cdf, likely_lengths
 from ...errors import ConfigError
 
 
@@ -217,12 +217,24 @@ def predicted_ends(
     time: float,
     batch_size: int,
     sep_id: int,
+    beam: int = 1,
 ) -> Layout:
     """``layout`` with each template's text cut to its median predicted length (at least one generated
     token): one network call ``predict(ids, times, positions)`` on the all-[MASK] target window at ``time``
     (t = 1) gives p_θ(x_i = [SEP]) at its generated positions (after the source, or after a prompt), whose
     running maximum is the length's distribution function (:mod:`~diffusionbert.diffusion.length`); the
-    window after the text becomes given [SEP] filler, as in training."""
+    window after the text becomes given [SEP] filler, as in training. With ``beam`` l > 1 each template
+    becomes l consecutive templates, cut at its l likely lengths (:func:`likely_lengths`, the median first).
+
+    Raises:
+        ConfigError: a beam longer than the lengths a template's window can hold.
+    """
+    windows = layout.generated.sum(-1)
+    if beam > 1 and beam > int(windows.min()) - 1:
+        raise ConfigError(
+            f"length_beam={beam} but a window of {int(windows.min())} positions holds "
+            f"{int(windows.min()) - 1} text lengths; allowed: length_beam <= {int(windows.min()) - 1}"
+        )
     lengths = []
     device = layout.ids.device
     for start in range(0, layout.ids.shape[0], batch_size):
@@ -230,8 +242,10 @@ def predicted_ends(
         times = torch.full((rows.ids.shape[0],), time, dtype=torch.float32, device=device)
         logits = predict(rows.ids, times, rows.generated)
         sep_log_probs = torch.log_softmax(logits.float(), -1)[:, sep_id].view(rows.ids.shape[0], -1)
-        lengths.append(median_length(length_cdf(sep_log_probs)).clamp_min(1))
-    text_end = layout.cut_from + torch.cat(lengths)
+        lengths.append(likely_lengths(length_cdf(sep_log_probs), beam))
+    candidates = torch.cat(lengths)  # [R, beam]
+    layout = layout.select(torch.arange(layout.ids.shape[0], device=device).repeat_interleave(beam))
+    text_end = layout.cut_from + candidates.flatten()
     columns = torch.arange(layout.ids.shape[1], device=device)
     filler = (columns >= text_end[:, None]) & layout.generated
     return Layout(

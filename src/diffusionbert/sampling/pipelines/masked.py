@@ -54,6 +54,7 @@ class DiffusionPipeline(TemplatePipeline, kind=DENOISE):
         conditions=("prompt", "infill", "source"),
         ends=ENDS,
         blocks=True,
+        length_beam=True,
         guidance=True,
         sharpening=True,
         sampler_options=True,
@@ -114,9 +115,13 @@ class DiffusionPipeline(TemplatePipeline, kind=DENOISE):
             if cls.unsuitable(self.objective, self.time_conditioning) is None
         )
 
-    def _check_sampler(self, name: str) -> None:
+    @classmethod
+    def _check_sampler_name(cls, name: str) -> None:
         if name not in SAMPLERS:
             raise invalid_choice("sampler", name, SAMPLERS)
+
+    def _check_sampler(self, name: str) -> None:
+        self._check_sampler_name(name)
         if (reason := SAMPLERS[name].unsuitable(self.objective, self.time_conditioning)) is not None:
             raise ConfigError(reason)
 
@@ -140,6 +145,12 @@ class DiffusionPipeline(TemplatePipeline, kind=DENOISE):
             self.target_window,
             self.self_prompt is not None,
         )
+        beam = decoding.length_beam
+        if beam > 1 and end != "predicted":
+            raise ConfigError(
+                f"length_beam={beam} chooses among the lengths a model predicts; allowed: length_beam > 1 "
+                'with end="predicted" (a model trained with data.target_window, decoded in its window)'
+            )
         if end == "predicted" and self.model.config.block_size:
             raise ConfigError(
                 'end="predicted" reads every position of the window at once, but block diffusion sees no '
@@ -172,7 +183,9 @@ class DiffusionPipeline(TemplatePipeline, kind=DENOISE):
 
         if end == "predicted":
             first_time = sampler.time_input(timesteps[0][0])
-            layout = predicted_ends(layout, predictor(), first_time, decoding.batch_size, tok.sep_token_id)
+            layout = predicted_ends(
+                layout, predictor(), first_time, decoding.batch_size, tok.sep_token_id, beam
+            )
 
         num_blocks = 1 if block_length is None else int(self._blocks(layout, block_length).max()) + 1
         end_id = tok.sep_token_id if end == "generated" else None
@@ -211,9 +224,11 @@ class DiffusionPipeline(TemplatePipeline, kind=DENOISE):
             )
 
         steps = num_blocks * len(timesteps)
-        return self._generate(
-            layout, decoding, steps, outputs.progress, run, extra_nfe=int(end == "predicted")
-        )
+        length_call = int(end == "predicted")
+        if beam == 1:
+            return self._generate(layout, decoding, steps, outputs.progress, run, extra_nfe=length_call)
+        out = self._generate(layout, decoding, steps, outputs.progress, run)
+        return best_of_beam(out, beam, decoding.num_samples, length_call)
 
     @property
     def cache(self) -> str:
@@ -300,3 +315,24 @@ class DiffusionPipeline(TemplatePipeline, kind=DENOISE):
                 f"guidance={guidance} needs a model trained with training.source_dropout > 0 (this one: "
                 f"{self.source_dropout}); without it the model never saw a hidden source"
             )
+
+
+def best_of_beam(out: SampleOutput, beam: int, num_samples: int, extra_nfe: int = 0) -> SampleOutput:
+    """Mask-Predict's choice among a length beam: ``out`` holds, per template, ``beam`` candidate lengths ×
+    ``num_samples`` samples (template-major, then length, then sample); for each template and sample the
+    candidate with the highest mean token score is kept (ties: the first, the median length). Its network
+    calls are those of every candidate, plus ``extra_nfe`` (the length prediction, once per template)."""
+    assert out.scores is not None, "a masked diffusion loop scores its tokens"
+    scores = torch.tensor(out.scores, dtype=torch.float64).view(-1, beam, num_samples)
+    nfe = torch.tensor(out.nfe).view(-1, beam, num_samples).sum(1) + extra_nfe
+    best = scores.argmax(1)  # [templates, samples]: the first maximum
+    base = torch.arange(scores.shape[0])[:, None] * beam * num_samples + torch.arange(num_samples)
+    keep = (base + best * num_samples).flatten()
+    return SampleOutput(
+        texts=[out.texts[i] for i in keep.tolist()],
+        token_ids=out.token_ids[keep],
+        lengths=[out.lengths[i] for i in keep.tolist()],
+        nfe=nfe.flatten().tolist(),
+        trajectories=None if out.trajectories is None else out.trajectories[keep],
+        scores=scores.gather(1, best[:, None]).flatten().tolist(),
+    )
