@@ -115,3 +115,41 @@ def test_the_command_prints_what_it_did_and_refuses_bad_outputs(teacher, tmp_pat
         assert data.read_bytes() == before
     with pytest.raises(ConfigError, match="the target column 'mr' is the source column"):
         distill(final, SourceFile(data, "mr"), tmp_path / "x.csv", target_field="mr")
+
+
+def test_with_e2e_a_text_with_slot_errors_gives_way_to_the_reference_with_the_fewest(
+    teacher, tmp_path, capsys
+):
+    """The tiny teacher's texts miss the MRs' slots; each gives way to the first reference with the fewest
+    slot errors when that has fewer, and is kept otherwise (the check is done here independently)."""
+    from diffusionbert.evaluation.slots import check_slots
+
+    final, data = teacher
+    result = distill(final, SourceFile(data, "mr"), tmp_path / "checked.csv", e2e=True, length=8)
+    beam = {
+        g.source: g.text.strip()
+        for g in generate_file(final, SourceFile(data, "mr"), sampler="beam:4", length=8).generations
+    }
+    with result.out.open(newline="", encoding="utf-8") as fh:
+        rows = dict(list(csv.reader(fh))[1:])
+    replaced = 0
+    for mr, refs in REFS.items():
+        own = check_slots(mr, beam[mr]).errors
+        counts = [check_slots(mr, ref).errors for ref in refs]
+        expected = refs[counts.index(min(counts))] if min(counts) < own else beam[mr]
+        replaced += expected != beam[mr]
+        assert rows.get(mr) == (expected or None)
+    assert replaced >= 1 and result.replaced == replaced  # the tiny teacher does miss slots
+    assert rows[MRS[0]] == "the eagle is a pub"  # both references are right: the first
+    common = [
+        "distill",
+        "--teacher",
+        str(final),
+        "--data",
+        str(data),
+        "--source-field",
+        "mr",
+        "--no-progress",
+    ]
+    assert main([*common, "--out", str(tmp_path / "c.csv"), "--length", "8", "--task", "e2e"]) == 0
+    assert f", {replaced} replaced by a reference with fewer slot errors" in capsys.readouterr().out

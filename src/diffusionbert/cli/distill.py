@@ -23,6 +23,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--field", default="ref", help="the column the teacher's texts go in (default: ref, as E2E's)"
     )
     p.add_argument("--max-sources", type=positive_int, help="only the first N distinct sources")
+    p.add_argument(
+        "--task",
+        choices=["e2e"],
+        help="e2e: a text with slot errors gives way to the MR's reference (--field) with the fewest, if fewer",
+    )
     p.add_argument("--out", required=True, help="the distilled pair file to write (.csv or .jsonl)")
     p.set_defaults(func=run)
 
@@ -36,11 +41,13 @@ def run(args: argparse.Namespace) -> None:
         SourceFile(args.data, args.source_field, None, args.max_sources),
         args.out,
         target_field=args.field,
+        e2e=args.task == "e2e",
         device=args.device,
         progress=not args.no_progress,
         **decoding_overrides(args),
     )
     skipped = f", {result.empty} left out (every sample empty)" if result.empty else ""
+    skipped += f", {result.replaced:,} replaced by a reference with fewer slot errors" if args.task else ""
     print(
         f"distilled {result.sources:,} sources into {result.rows:,} pairs{skipped} in {result.seconds:.0f} s "
         f"({result.nfe:.1f} network calls a source): {result.out}"
