@@ -178,6 +178,8 @@ def _report(
     resolved for an MR)."""
     d, t, s = cfg.data, cfg.training, decoding
     unguided = f"`{s.sampler}` sampler, {s.steps} steps, window {s.length}"
+    unguided += ", its predicted end" if s.end == "predicted" else ""
+    unguided += f", length beam {s.length_beam}" if s.length_beam > 1 else ""
     how = unguided + (f", guidance {s.guidance:g}" if s.guidance else "")
     bound = (
         f"Validation bound at step {valid[-1]['step']:.0f} ({t.eval_batches} batches of `{d.valid_file}`): "
@@ -189,10 +191,17 @@ def _report(
         "# diffusionbert demo report: restaurant descriptions from meaning representations (E2E NLG)",
         "",
         f"Fine-tuned `{cfg.model.backbone}` ({cfg.model.init}) with objective `{cfg.diffusion.objective}`, schedule"
-        f" `{cfg.diffusion.schedule}` (T = {cfg.diffusion.num_steps}) on `{d.train_file}`: {d.source_field} →"
-        f" {d.field}, the MR kept clean and only the text noised, the MR hidden in {t.source_dropout:.0%} of"
-        f" the rows (source dropout) so the model also writes without one; {t.max_steps} steps of batch"
-        f" {t.batch_size}, seed {t.seed}.",
+        f" `{cfg.diffusion.schedule}` on `{d.train_file}`: {d.source_field} → {d.field}, the MR kept clean and"
+        " only the text noised"
+        + (
+            f", a target window of {d.target_window} (the model learns where a text ends)"
+            if d.target_window
+            else ""
+        )
+        + (", the MR attending only to itself" if cfg.model.source_attention == "isolated" else "")
+        + f", the MR hidden in {t.source_dropout:.0%} of the rows (source dropout) so the model also writes"
+        f" without one; {t.max_steps} steps of batch {t.batch_size}, seed {t.seed}. How this recipe was chosen,"
+        " and what else was measured: docs/recipes.md.",
         f"Machine: {machine_description()}. {timing}",
         "",
         "![training curve](loss_curve.png)",

@@ -123,12 +123,14 @@ class Anchor:
 class Distillation:
     """Sequence-level distillation (:mod:`.distill`): the ``teacher`` model (trained first) writes one text
     per distinct source of its own training file into ``out``, which the models that train on it
-    (``data.train_file=OUT``) train on after it; ``sampler`` None: the teacher's default for distillation."""
+    (``data.train_file=OUT``) train on after it; ``sampler`` None: the teacher's default for distillation;
+    ``e2e``: a text with slot errors gives way to the MR's reference with the fewest, when fewer."""
 
     name: str
     teacher: str
     out: str
     sampler: str | None = None
+    e2e: bool = False
 
 
 @dataclass(frozen=True)
@@ -328,6 +330,7 @@ def distill_or_reuse(
         "data": data.train_file,
         "fields": [data.source_field, data.field],
         "sampler": distillation.sampler,
+        "e2e": distillation.e2e,
     }
     path = Path(plan.output_dir) / "distillations" / f"{distillation.name}.json"
     if Path(distillation.out).is_file() and (record := stored_record(path, key)) is not None:
@@ -340,6 +343,7 @@ def distill_or_reuse(
         SourceFile(data.train_file, data.source_field),
         distillation.out,
         target_field=data.field,
+        e2e=distillation.e2e,
         device=device,
         progress=progress,
         **({"sampler": distillation.sampler} if distillation.sampler else {}),
@@ -348,6 +352,7 @@ def distill_or_reuse(
         "key": key,
         "sources": result.sources,
         "rows": result.rows,
+        "replaced": result.replaced,
         "empty": result.empty,
         "nfe": result.nfe,
         "seconds": result.seconds,
@@ -364,10 +369,15 @@ def distillation_lines(plan: Plan, records: dict[str, dict[str, Any]]) -> list[s
         timing = Path(model_config(plan, teacher).training.output_dir) / "timing.json"
         trained = f", trained in {read_json(timing)['train_seconds']:.0f} s" if timing.is_file() else ""
         sampler = d.sampler or LEFT_TO_RIGHT_TEACHER_SAMPLER
+        checked = (
+            f"; {r['replaced']:,} texts with slot errors gave way to the MR's reference with the fewest"
+            if d.e2e
+            else ""
+        )
         lines.append(
             f"- `{d.out}` (`{d.name}`): the `{teacher.name}` model ({teacher.label}{trained}) wrote one text"
             f" for each of the {r['sources']:,} distinct MRs of its training file with `{sampler}`:"
-            f" {r['rows']:,} pairs in {r['seconds']:.0f} s ({r['nfe']:.1f} network calls an MR)."
+            f" {r['rows']:,} pairs in {r['seconds']:.0f} s ({r['nfe']:.1f} network calls an MR){checked}."
         )
     return lines
 
