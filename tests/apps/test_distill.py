@@ -16,13 +16,7 @@ from diffusionbert.data import load_texts
 from diffusionbert.errors import ConfigError
 from diffusionbert.evaluation import SourceFile, generate_file
 from diffusionbert.training import train
-
-MRS = ["name[The Eagle], eatType[pub]", "name[Blue Spice], area[riverside]", "name[The Mill], food[French]"]
-REFS = {
-    MRS[0]: ["the eagle is a pub", "a pub called the eagle"],
-    MRS[1]: ["blue spice is by the river"],
-    MRS[2]: ["the mill serves french food", "french food at the mill"],
-}
+from e2e_pairs import MRS, REFS
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +43,11 @@ def teacher(tmp_path_factory, make_tiny_config) -> tuple[Path, Path]:
     )
     train(load_config(config), progress=False)
     return out / "final", data
+
+
+def _command(final: Path, data: Path) -> list[str]:
+    """``diffusionbert distill`` with the teacher and its pair file, before ``--out`` and options."""
+    return ["distill", "--teacher", str(final), "--data", str(data), "--source-field", "mr", "--no-progress"]
 
 
 def test_an_ar_teacher_writes_its_beam_search_text_for_each_distinct_source(teacher, tmp_path) -> None:
@@ -91,16 +90,7 @@ def test_a_student_trains_on_the_distilled_file_by_changing_the_train_file(
 
 def test_the_command_prints_what_it_did_and_refuses_bad_outputs(teacher, tmp_path, capsys) -> None:
     final, data = teacher
-    common = [
-        "distill",
-        "--teacher",
-        str(final),
-        "--data",
-        str(data),
-        "--source-field",
-        "mr",
-        "--no-progress",
-    ]
+    common = _command(final, data)
     assert main([*common, "--out", str(tmp_path / "d.csv"), "--length", "8"]) == 0
     line = capsys.readouterr().out.strip()
     assert line.startswith("distilled 3 sources into ") and line.endswith(str(tmp_path / "d.csv"))
@@ -141,15 +131,6 @@ def test_with_e2e_a_text_with_slot_errors_gives_way_to_the_reference_with_the_fe
         assert rows.get(mr) == (expected or None)
     assert replaced >= 1 and result.replaced == replaced  # the tiny teacher does miss slots
     assert rows[MRS[0]] == "the eagle is a pub"  # both references are right: the first
-    common = [
-        "distill",
-        "--teacher",
-        str(final),
-        "--data",
-        str(data),
-        "--source-field",
-        "mr",
-        "--no-progress",
-    ]
+    common = _command(final, data)
     assert main([*common, "--out", str(tmp_path / "c.csv"), "--length", "8", "--task", "e2e"]) == 0
     assert f", {replaced} replaced by a reference with fewer slot errors" in capsys.readouterr().out

@@ -16,13 +16,7 @@ from diffusionbert.evaluation import SourceFile, generate_file
 from diffusionbert.evaluation.conditional import mbr_select
 from diffusionbert.models.loading import load_tokenizer
 from diffusionbert.training import train
-
-MRS = ["name[The Eagle], eatType[pub]", "name[Blue Spice], area[riverside]", "name[The Mill], food[French]"]
-REFS = {
-    MRS[0]: ["the eagle is a pub", "a pub called the eagle"],
-    MRS[1]: ["blue spice is by the river"],
-    MRS[2]: ["the mill serves french food", "french food at the mill"],
-}
+from e2e_pairs import MRS, REFS
 
 
 @pytest.fixture(scope="module")

@@ -178,7 +178,7 @@ def _report(
     resolved for an MR)."""
     d, t, s = cfg.data, cfg.training, decoding
     unguided = f"`{s.sampler}` sampler, {s.steps} steps, window {s.length}"
-    unguided += ", its predicted end" if s.end == "predicted" else ""
+    unguided += ", its predicted end" if cfg.data.target_window and s.end != "generated" else ""
     unguided += f", length beam {s.length_beam}" if s.length_beam > 1 else ""
     how = unguided + (f", guidance {s.guidance:g}" if s.guidance else "")
     bound = (

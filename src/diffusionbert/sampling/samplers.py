@@ -99,6 +99,17 @@ def _annealed(choice_temperature: float, inp: StepInput) -> float:
     return choice_temperature * (1.0 - (inp.index + 1) / inp.num_steps)
 
 
+def _one_alpha(name: str, objective: Objective, allowed: str) -> str | None:
+    """Why sampler ``name``, which reads one α_t for every token, cannot run ``objective`` (a spindle model's
+    α differs per token), naming the ``allowed`` samplers; None when it can."""
+    if objective.reverse_process().groups is None:
+        return None
+    return (
+        f"sampler={name!r} needs a token-independent schedule, but objective={objective.name!r} uses spindle;"
+        f" allowed: {allowed} for a spindle model"
+    )
+
+
 def _ranks(values: Tensor, where: Tensor, descending: bool) -> Tensor:
     """Rank [B, L] of each ``where`` entry of ``values`` [B, L] within its row (0: first); ties by position."""
     fill = float("-inf") if descending else float("inf")
@@ -329,12 +340,9 @@ class TweedieSampler(AncestralSampler):
 
     @classmethod
     def unsuitable(cls, objective: Objective, time_conditioning: str = "none") -> str | None:
-        if objective.reverse_process().groups is not None:
-            return (
-                f"sampler='tweedie' needs a token-independent schedule, but objective={objective.name!r} "
-                "uses spindle; allowed: sampler='ancestral' for a spindle model"
-            )
-        return super().unsuitable(objective, time_conditioning)
+        return _one_alpha(cls.name, objective, "sampler='ancestral'") or super().unsuitable(
+            objective, time_conditioning
+        )
 
     def prepare(self, logits: Tensor) -> dict[str, Tensor]:
         """:meth:`AncestralSampler.prepare`, plus ``log_total`` [m]: log Z, from the raw logits."""
@@ -393,12 +401,9 @@ class RemaskingSampler(AncestralSampler):
 
     @classmethod
     def unsuitable(cls, objective: Objective, time_conditioning: str = "none") -> str | None:
-        if objective.reverse_process().groups is not None:
-            return (
-                f"sampler='remdm' needs a token-independent schedule, but objective={objective.name!r} "
-                "uses spindle; allowed: sampler='ancestral' or 'routing' for a spindle model"
-            )
-        return super().unsuitable(objective, time_conditioning)
+        return _one_alpha(cls.name, objective, "sampler='ancestral' or 'routing'") or super().unsuitable(
+            objective, time_conditioning
+        )
 
     def remask_probability(self, t: Time, s: Time) -> float:
         """σ for the step from t to s: ``min(η, σ_max)`` (cap) or ``η·σ_max`` (rescale)."""
