@@ -6,7 +6,7 @@ PY        := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-gpu browser lint format bench reproduce reproduce-e2e reproduce-instruct page-images clean
+.PHONY: demo test test-gpu browser lint format bench reproduce reproduce-e2e reproduce-e2e-distilled reproduce-instruct page-images clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ reproduce: $(STAMP)
 # distilled texts, data/e2e-distilled/) and 42 decoders on the 630 test MRs; re-running reuses what is done.
 reproduce-e2e: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/diffusionbert reproduce-e2e $(REPRODUCE_ARGS)
+
+# Its distillation rows alone (docs/results-e2e-distilled.md): the AR teacher, 3 students, 12 decoders; ~95 min.
+reproduce-e2e-distilled: $(STAMP)
+	HF_HUB_OFFLINE=1 $(VENV)/bin/diffusionbert reproduce-e2e --plan configs/reproduce-e2e-distilled.yaml $(REPRODUCE_ARGS)
 
 # Instruction tuning on Alpaca (docs/results-instruct.md): lm1b adaptation, then Alpaca, for a diffusion and an AR model.
 reproduce-instruct: $(STAMP)
