@@ -13,7 +13,9 @@ from diffusionbert.apps.bench import (
     training_flops,
     training_report,
 )
+from diffusionbert.apps.bench_memory import SoakPoint, bench_memory, is_flat, memory_report
 from diffusionbert.cli import main
+from diffusionbert.errors import ConfigError
 from diffusionbert.testing import tiny_model
 
 
@@ -64,3 +66,32 @@ def test_every_family_runs_its_training_step_and_a_gaussian_family_its_samplers(
         "| diffusionbert | spindle |" in report and "| plaid | learned |" in report and "| 1.00× |" in report
     )
     assert "| diffusion_lm | clamped | 3 |" in report
+
+
+def test_the_soak_row_reads_each_steps_cycle_peak_from_a_real_run(tiny_config) -> None:
+    """The soak run trains the config with one log record per step; each row is its cycle's peak."""
+    path, _ = tiny_config()
+    points = bench_memory(path, (10, 20))
+    assert [p.step for p in points] == [10, 20]
+    assert all(10 < p.rss_mb < 2**20 for p in points)
+    report = memory_report(points, "settings")
+    assert f"| 20 | {points[1].rss_mb:,.0f} MiB |" in report
+    assert ("**yes**" in report) == is_flat(points)
+
+
+def test_memory_is_flat_only_when_every_later_peak_is_near_the_first() -> None:
+    assert is_flat([SoakPoint(50, 1000.0), SoakPoint(500, 1090.0), SoakPoint(2000, 950.0)])
+    assert not is_flat([SoakPoint(50, 1000.0), SoakPoint(500, 1050.0), SoakPoint(2000, 1150.0)])
+
+
+@pytest.mark.parametrize("steps", [(), (5, 50), (50, 20)])
+def test_soak_steps_must_rise_from_one_release_cycle(tiny_config, steps) -> None:
+    path, _ = tiny_config()
+    with pytest.raises(ConfigError, match="soak steps"):
+        bench_memory(path, steps)
+
+
+def test_bench_rejects_a_soak_step_list_that_does_not_rise() -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--data", "x", "--soak-steps", "500,50"])
+    assert exit_info.value.code == 2

@@ -36,7 +36,7 @@ from ..sampling import EmbeddingDiffusionPipeline
 from ..sampling.pipelines.embedding import SAMPLERS as EMBEDDING_SAMPLERS
 from ..training.step import denoiser_terms
 from ..utils.io import atomic_file
-from ..utils.runtime import default_device, machine_description, synchronize
+from ..utils.runtime import RELEASE_EVERY_STEPS, default_device, machine_description, synchronize
 from .bench_decoding import (
     bench_chat,
     bench_conditional,
@@ -46,6 +46,7 @@ from .bench_decoding import (
     sampling_report,
     speed_at_quality_rows,
 )
+from .bench_memory import bench_memory, memory_report
 from .reproduce_e2e import load_plan
 from .reproduce_instruct import load_plan as load_instruct_plan
 
@@ -393,7 +394,8 @@ class BenchSettings:
     """What ``make bench`` measures on: the training sentences (``data``: the first ``sentences`` of it,
     ``steps`` timed steps, ``rounds`` of each kind), the demo model for the samplers (``checkpoint``,
     ``num_samples``), and the reproductions whose rows it times (``e2e_plan``: ``e2e_sources`` test MRs;
-    ``instruct_plan``: ``chat_prompts`` instructions); ``seed`` for all."""
+    ``instruct_plan``: ``chat_prompts`` instructions), the soak run's config and measured steps (``()``: no
+    soak); ``seed`` for all."""
 
     data: Path
     checkpoint: Path = Path("runs/demo/final")
@@ -406,6 +408,8 @@ class BenchSettings:
     e2e_sources: int = 32
     instruct_plan: Path = Path("configs/reproduce-instruct.yaml")
     chat_prompts: int = 32
+    soak_config: Path = Path("configs/demo.yaml")
+    soak_steps: tuple[int, ...] = (50, 500, 2000)
 
 
 def run_bench(
@@ -485,6 +489,16 @@ def run_bench(
             f" `{instruct.protocol.test_file}` one at a time, as `chat` does (one warm-up answer first)."
         )
         sections.append(chat_report(chats, baseline, settings))
+        report(sections[-1])
+    if b.soak_steps:
+        points = bench_memory(b.soak_config, b.soak_steps, seed=seed, device=device)
+        settings = (
+            f"Machine: {machine}. `{b.soak_config}` trained for {b.soak_steps[-1]} steps (seed {seed}, the"
+            f" validation off, one checkpoint at the end), resident memory (`/proc/self/statm`) logged every step;"
+            f" each row is the peak over the {RELEASE_EVERY_STEPS} steps up to it (the trainer hands freed memory"
+            " back once per such cycle)."
+        )
+        sections.append(memory_report(points, settings))
         report(sections[-1])
     text = (
         "# Benchmarks\n\nEvery number below comes from `make bench` (`diffusionbert bench`), ratios measured "

@@ -37,8 +37,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="instruction-tuning plan whose models the chat timing uses",
     )
     p.add_argument("--chat-prompts", type=positive_int, default=32, help="instructions answered per model")
+    p.add_argument(
+        "--soak-config",
+        default="configs/demo.yaml",
+        help="config of the soak run (resident memory over time)",
+    )
+    p.add_argument(
+        "--soak-steps",
+        type=step_list,
+        default=(50, 500, 2000),
+        help="steps at which the soak run's memory is read, comma-separated (empty: no soak run)",
+    )
     p.add_argument("--out", default="docs/benchmarks.md")
     p.set_defaults(func=run)
+
+
+def step_list(text: str) -> tuple[int, ...]:
+    """``50,500,2000`` as increasing positive steps; an empty text is no steps."""
+    try:
+        steps = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of steps") from None
+    if any(s <= 0 for s in steps) or list(steps) != sorted(set(steps)):
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid; allowed: increasing positive steps")
+    return steps
 
 
 def run(args: argparse.Namespace) -> None:
@@ -56,6 +78,8 @@ def run(args: argparse.Namespace) -> None:
         e2e_sources=args.e2e_sources,
         instruct_plan=Path(args.instruct_plan),
         chat_prompts=args.chat_prompts,
+        soak_config=Path(args.soak_config),
+        soak_steps=args.soak_steps,
     )
     out = run_bench(settings, Path(args.out), device=args.device)
     print(f"wrote {out}")

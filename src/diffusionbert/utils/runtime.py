@@ -6,6 +6,12 @@ gradients: tens of MB each). glibc serves blocks that large with fresh ``mmap`` 
 free, so every step pays the page faults of touching new memory again: on the 2-core AMD CPU a MiniLM
 training step went from 0.76 to 0.64 s (`make bench`, docs/benchmarks.md) with the heap kept. This is what PyTorch's
 CPU performance guide gets from jemalloc or tcmalloc, done with glibc's own ``mallopt``.
+
+A heap that is never trimmed keeps every block a batch of a new shape left behind: with length-bucketed
+batches (34 distinct shapes in 150 E2E steps) a training run's resident memory grew from 1.7 to 3.7 GB in 150
+steps and kept growing. :func:`release_freed_memory` hands the free pages back (glibc's ``malloc_trim``); a
+long job calls it every few steps (the trainer: every :data:`RELEASE_EVERY_STEPS`), which keeps memory flat at
+about 1 % of the step time. :func:`resident_memory_mb` reads what the process holds, for the logs.
 """
 
 from __future__ import annotations
@@ -26,21 +32,50 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 
 
+RELEASE_EVERY_STEPS = 10
+"""How often a long job hands its freed memory back: each release costs 40-140 ms on the 2-core CPU (a
+MiniLM E2E step takes about 0.9 s), and between releases the heap grows by at most the blocks of 10 steps."""
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """glibc, when this process runs on it (musl and macOS have neither ``mallopt`` nor ``malloc_trim``)."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        libc = ctypes.CDLL(name)
+    except OSError:
+        return None
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+
+
 @functools.cache
 def keep_freed_memory() -> bool:
     """Serve large blocks from the heap and never trim it (glibc only; elsewhere a no-op). True if applied.
 
-    The process then keeps its peak memory until it exits, which suits a training or sampling job.
+    Freed memory then stays in the process until :func:`release_freed_memory` hands it back.
     """
-    name = ctypes.util.find_library("c")
-    if name is None:
+    libc = _libc()
+    if libc is None:  # not glibc: nothing to tune
         return False
+    return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))  # int max
+
+
+def release_freed_memory() -> bool:
+    """Return the heap's free pages to the system (glibc's ``malloc_trim(0)``; elsewhere a no-op). True if
+    any memory was released."""
+    libc = _libc()
+    return bool(libc.malloc_trim(0)) if libc is not None else False
+
+
+def resident_memory_mb() -> float | None:
+    """The process's resident memory in MiB (``/proc/self/statm``), or None where there is no such file."""
     try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
-        return False
-    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))  # C int max
+        resident_pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return resident_pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def default_device(requested: str | torch.device | None = None) -> torch.device:

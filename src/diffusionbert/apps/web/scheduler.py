@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import DiffusionBertError, first_line
+from ...utils.runtime import release_freed_memory
 
 Event = tuple[str, dict[str, Any]]
 """One event of a request's stream: its kind and its JSON data."""
@@ -133,5 +134,6 @@ class Scheduler:
         finally:
             with contextlib.suppress(RuntimeError):  # the loop is closed: the server has stopped
                 put(None)
+            release_freed_memory()  # a server lives long; each request's shapes leave blocks behind
         self.finished[outcome] += 1
         self._log(f"request {job.number}: {outcome} after {time.perf_counter() - began:.2f} s")
