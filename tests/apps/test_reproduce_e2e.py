@@ -153,3 +153,17 @@ def test_bad_plans_are_one_line_errors(tiny_plan, patch, message):
     with pytest.raises(ConfigError, match=message) as raised:
         reproduce_e2e(tiny_plan, progress=False, train_only=True)
     assert "\n" not in str(raised.value)
+
+
+def test_the_distilled_plan_is_the_whole_plans_rows_so_either_reuses_the_others_work():
+    """make reproduce-e2e-distilled trains and decodes in the whole plan's folder: each of its models (and
+    each decoder sharing a name) must be the whole plan's, with the same base, budget and protocol."""
+    whole = load_plan(PLAN)
+    part = load_plan(PLAN.with_name("reproduce-e2e-distilled.yaml"))
+    assert (part.base, part.common, part.protocol, part.output_dir) == (
+        whole.base, whole.common, whole.protocol, whole.output_dir
+    )  # fmt: skip
+    assert all(model == whole.model(model.name) for model in part.models)
+    names = {d.name for d in whole.decoders}
+    shared = [d for d in part.decoders if d.name in names]
+    assert len(shared) >= 10 and all(d == whole.decoder(d.name) for d in shared)
