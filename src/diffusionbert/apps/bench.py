@@ -36,7 +36,7 @@ from ..sampling import EmbeddingDiffusionPipeline
 from ..sampling.pipelines.embedding import SAMPLERS as EMBEDDING_SAMPLERS
 from ..training.step import denoiser_terms
 from ..utils.io import atomic_file
-from ..utils.runtime import RELEASE_EVERY_STEPS, default_device, machine_description, synchronize
+from ..utils.runtime import default_device, machine_description, synchronize
 from .bench_decoding import (
     bench_chat,
     bench_conditional,
@@ -46,7 +46,7 @@ from .bench_decoding import (
     sampling_report,
     speed_at_quality_rows,
 )
-from .bench_memory import bench_memory, memory_report
+from .bench_memory import SOAK_WINDOW, bench_memory, memory_report
 from .reproduce_e2e import load_plan
 from .reproduce_instruct import load_plan as load_instruct_plan
 
@@ -495,8 +495,8 @@ def run_bench(
         settings = (
             f"Machine: {machine}. `{b.soak_config}` trained for {b.soak_steps[-1]} steps (seed {seed}, the"
             f" validation off, one checkpoint at the end), resident memory (`/proc/self/statm`) logged every step;"
-            f" each row is the peak over the {RELEASE_EVERY_STEPS} steps up to it (the trainer hands freed memory"
-            " back once per such cycle)."
+            f" each row is the peak over the {SOAK_WINDOW} steps up to it (the trainer hands freed memory back"
+            " after every step)."
         )
         sections.append(memory_report(points, settings))
         report(sections[-1])

@@ -2,9 +2,9 @@
 
 A training process that grows with every step ends in the kernel's OOM killer rather than in a checkpoint.
 The run trains a config (the demo's: RADD on E2E, length-bucketed batches of many shapes) for the last of
-the measured steps, logging every step; each measured step reports the peak resident memory over the
-:data:`~diffusionbert.utils.runtime.RELEASE_EVERY_STEPS` steps up to it (the trainer hands freed memory back
-once per such cycle, so the peak is the honest high-water mark, not the value just after a release).
+the measured steps, logging every step (the resident memory before that step's freed memory is handed back);
+each measured step reports the peak over the :data:`SOAK_WINDOW` steps up to it, so one batch's length does
+not decide the row.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ import torch
 from ..config import load_config
 from ..errors import ConfigError
 from ..training import train
-from ..utils.runtime import RELEASE_EVERY_STEPS
+
+SOAK_WINDOW = 10
+"""Steps whose peak each measured step reports."""
 
 FLAT_TOLERANCE = 0.10
 """How far (relative) the late peaks may lie from the first measured one for memory to count as flat."""
@@ -28,7 +30,7 @@ FLAT_TOLERANCE = 0.10
 
 @dataclass(frozen=True)
 class SoakPoint:
-    """The peak resident memory (MiB) over the cycle of steps ending at ``step``."""
+    """The peak resident memory (MiB) over the :data:`SOAK_WINDOW` steps ending at ``step``."""
 
     step: int
     rss_mb: float
@@ -38,10 +40,10 @@ def bench_memory(
     config: Path, steps: Sequence[int], seed: int = 0, device: str | torch.device | None = None
 ) -> list[SoakPoint]:
     """Train ``config`` for ``max(steps)`` steps in a scratch folder and read its resident memory at ``steps``
-    (each at least :data:`RELEASE_EVERY_STEPS`, strictly increasing)."""
-    if not steps or list(steps) != sorted(set(steps)) or steps[0] < RELEASE_EVERY_STEPS:
+    (each at least :data:`SOAK_WINDOW`, strictly increasing)."""
+    if not steps or list(steps) != sorted(set(steps)) or steps[0] < SOAK_WINDOW:
         raise ConfigError(
-            f"soak steps {list(steps)} are not valid; allowed: increasing steps of at least {RELEASE_EVERY_STEPS}"
+            f"soak steps {list(steps)} are not valid; allowed: increasing steps of at least {SOAK_WINDOW}"
         )
     with tempfile.TemporaryDirectory(prefix="soak-") as scratch:
         cfg = load_config(
@@ -62,8 +64,8 @@ def bench_memory(
         raise ConfigError("the soak run logged no resident memory: this system has no /proc/self/statm")
     points = []
     for step in steps:
-        cycle = [r for r in records if step - RELEASE_EVERY_STEPS < r["step"] <= step]
-        points.append(SoakPoint(step, max(r["rss_mb"] for r in cycle)))
+        window = [r for r in records if step - SOAK_WINDOW < r["step"] <= step]
+        points.append(SoakPoint(step, max(r["rss_mb"] for r in window)))
     return points
 
 
@@ -81,7 +83,7 @@ def memory_report(points: Sequence[SoakPoint], settings: str) -> str:
         "",
         settings,
         "",
-        "| step | resident memory, peak of its cycle | against the first |",
+        f"| step | resident memory, peak of the {SOAK_WINDOW} steps up to it | against the first |",
         "|---|---|---|",
         *(f"| {p.step} | {p.rss_mb:,.0f} MiB | {p.rss_mb / first - 1:+.1%} |" for p in points),
         "",

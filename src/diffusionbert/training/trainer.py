@@ -36,7 +36,7 @@ from ..diffusion.self_prompt import self_prompt_layout
 from ..errors import ConfigError, DataError, DiffusionBertError, RunStopped, TrainingError
 from ..methods import check_config, objective_from_config
 from ..utils.io import atomic_file
-from ..utils.runtime import RELEASE_EVERY_STEPS, default_device, release_freed_memory, resident_memory_mb
+from ..utils.runtime import default_device, release_freed_memory, resident_memory_mb
 from .bound import BoundResult, nll_bound
 from .build import (
     initial_model,
@@ -241,8 +241,7 @@ class Trainer:
                             "rss_mb": resident_memory_mb(),
                         }
                     )
-                if self.state.step % RELEASE_EVERY_STEPS == 0:
-                    release_freed_memory()  # batches of new shapes leave blocks behind (utils.runtime)
+                release_freed_memory()  # batches of new shapes leave blocks behind (utils.runtime)
                 if self.state.step == t.max_steps:
                     break  # the final evaluation and checkpoint follow the loop
                 if t.eval_every and self.state.step % t.eval_every == 0 and self.valid_batches:

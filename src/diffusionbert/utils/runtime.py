@@ -7,11 +7,13 @@ free, so every step pays the page faults of touching new memory again: on the 2-
 training step went from 0.76 to 0.64 s (`make bench`, docs/benchmarks.md) with the heap kept. This is what PyTorch's
 CPU performance guide gets from jemalloc or tcmalloc, done with glibc's own ``mallopt``.
 
-A heap that is never trimmed keeps every block a batch of a new shape left behind: with length-bucketed
-batches (34 distinct shapes in 150 E2E steps) a training run's resident memory grew from 1.7 to 3.7 GB in 150
-steps and kept growing. :func:`release_freed_memory` hands the free pages back (glibc's ``malloc_trim``); a
-long job calls it every few steps (the trainer: every :data:`RELEASE_EVERY_STEPS`), which keeps memory flat at
-about 1 % of the step time. :func:`resident_memory_mb` reads what the process holds, for the logs.
+A heap that is never trimmed keeps every block a batch of a new shape left behind, and glibc's default
+(large blocks mapped and unmapped, the top trimmed past a threshold) fragments the same way: a MiniLM training
+run on E2E with length-bucketed batches grew from 1.8 to 3.3 GB in 80 steps either way. Releasing every 10 steps
+still let the peaks climb (2.5 to 3.3 GB in 60 steps); releasing after every step kept them flat (1.9 to 2.3 GB
+over 120 steps) at 40-140 ms a release. So the trainer calls :func:`release_freed_memory` (glibc's
+``malloc_trim``) after every step, and ``serve`` after every request. :func:`resident_memory_mb` reads what
+the process holds, for the logs.
 """
 
 from __future__ import annotations
@@ -30,11 +32,6 @@ from ..errors import ConfigError
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
-
-
-RELEASE_EVERY_STEPS = 10
-"""How often a long job hands its freed memory back: each release costs 40-140 ms on the 2-core CPU (a
-MiniLM E2E step takes about 0.9 s), and between releases the heap grows by at most the blocks of 10 steps."""
 
 
 @functools.cache
