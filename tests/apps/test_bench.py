@@ -85,7 +85,7 @@ def test_memory_is_flat_only_when_every_later_peak_is_near_the_first() -> None:
 
 
 @pytest.mark.parametrize("steps", [(), (5, 50), (50, 20)])
-def test_soak_steps_must_rise_from_one_release_cycle(tiny_config, steps) -> None:
+def test_soak_steps_must_rise_from_one_window(tiny_config, steps) -> None:
     path, _ = tiny_config()
     with pytest.raises(ConfigError, match="soak steps"):
         bench_memory(path, steps)
