@@ -26,6 +26,21 @@ CLI = [sys.executable, "-m", "diffusionbert.cli"]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 
+KILLED_AT_STEP_14 = """
+import os, signal, sys
+from diffusionbert.cli import main
+from diffusionbert.training.trainer import Trainer
+step = Trainer.train_step
+def killed_at_14(self, batch):
+    if self.state.step == 13:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return step(self, batch)
+Trainer.train_step = killed_at_14
+sys.exit(main(sys.argv[1:]))
+"""
+"""``python -c`` this, then the ``diffusionbert`` arguments: the command, killed as its 14th step begins."""
+
+
 def _losses(run: Path) -> dict[int, float]:
     """The logged training loss of every step; each step is logged once, also across a resume."""
     steps = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
@@ -109,23 +124,15 @@ def test_resume_after_sigkill_equals_uninterrupted_run_bit_for_bit(tiny_config):
         env=ENV,
         capture_output=True,
     )
-    victim = subprocess.Popen(
-        [*CLI, "train", "--config", str(path), "--output-dir", str(base / "b"), "--no-progress"],
+    victim = subprocess.run(  # killed by itself as step 14 begins: no race with a watcher on a busy machine
+        [sys.executable, "-c", KILLED_AT_STEP_14, "train", "--config", str(path), "--output-dir",
+         str(base / "b"), "--no-progress"],
         env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    log = base / "b" / "log.jsonl"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and victim.poll() is None:
-        if log.exists() and max(_losses(base / "b") or [0]) >= 13:
-            break
-        time.sleep(0.02)
-    assert victim.poll() is None, "the run finished before it could be killed"
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    killed_at = max(_losses(base / "b"))
-    assert 13 <= killed_at < 24
+        capture_output=True,
+        check=False,
+    )  # fmt: skip
+    assert victim.returncode == -signal.SIGKILL, victim.stderr.decode()
+    assert max(_losses(base / "b")) == 13
     assert not (base / "b" / "final").exists()
     subprocess.run(
         [*CLI, "train", "--config", str(path), "--output-dir", str(base / "b"), "--resume", "--no-progress"],
