@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 
 from .. import __version__
 from ..errors import DiffusionBertError
-from . import bench, chat, demo, distill, env, evaluate, generate, reproduce, sample, serve, train
+from . import bench, chat, demo, distill, env, evaluate, generate, harness, reproduce, sample, serve, train
 
-_COMMANDS = (train, sample, generate, evaluate, distill, chat, serve, demo, bench, reproduce, env)
+_COMMANDS = (train, sample, generate, evaluate, harness, distill, chat, serve, demo, bench, reproduce, env)
 
 
 def _quiet_libraries() -> None:
