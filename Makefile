@@ -6,7 +6,7 @@ PY        := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-gpu browser lint format bench reproduce reproduce-e2e reproduce-e2e-distilled reproduce-instruct page-images clean
+.PHONY: demo test test-gpu browser lint format bench reproduce reproduce-e2e reproduce-e2e-distilled reproduce-instruct lm-eval page-images clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,17 @@ reproduce-e2e-distilled: $(STAMP)
 # Instruction tuning on Alpaca (docs/results-instruct.md): lm1b adaptation, then Alpaca, for a diffusion and an AR model.
 reproduce-instruct: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/diffusionbert reproduce-instruct $(REPRODUCE_ARGS)
+
+# The local harness tasks (e2e_choice, e2e_gen) for each model of LM_EVAL_CHECKPOINTS (default: the E2E
+# reproduction's AR model and distilled RADD and MDLM students, those present), into docs/results-lm-eval.md
+# with the settings and how the Monte Carlo standard error of a loglikelihood falls with the draws.
+LM_EVAL_CHECKPOINTS ?= $(wildcard $(addprefix runs/reproduce-e2e/,$(addsuffix /final,ar radd-window-distilled mdlm-window-distilled)))
+LM_EVAL_REPORT ?= docs/results-lm-eval.md
+LM_EVAL_ARGS ?= --tasks e2e_choice,e2e_gen --draws 4,16,64
+lm-eval: $(STAMP)
+	@test -n "$(LM_EVAL_CHECKPOINTS)" || { echo "error: lm-eval: no model; train them with make reproduce-e2e or set LM_EVAL_CHECKPOINTS" >&2; exit 2; }
+	HF_HUB_OFFLINE=1 $(VENV)/bin/diffusionbert lm-eval $(addprefix --checkpoint ,$(LM_EVAL_CHECKPOINTS)) \
+		--report $(LM_EVAL_REPORT) $(LM_EVAL_ARGS)
 
 # pytest exits 5 when a filter selects no test: that is not a failure.
 test: $(STAMP) browser

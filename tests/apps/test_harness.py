@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -145,17 +147,26 @@ def test_the_local_tasks_run_end_to_end_in_the_harness(pair_models, e2e_dir) -> 
     assert len(lm.stderrs) == 5 * 4  # every candidate of every MR
 
 
-def test_the_command_evaluates_and_writes_the_report(pair_models, e2e_dir, tmp_path, capsys) -> None:
+def test_make_lm_eval_evaluates_the_models_and_writes_the_report(
+    pair_models, e2e_dir, tmp_path, capsys
+) -> None:
+    """The command ``make lm-eval`` runs (read with ``make -n``), on the tiny models and data."""
     report, out = tmp_path / "results.md", tmp_path / "results.json"
-    code = main(
+    options = f"--tasks e2e_choice --limit 2 --data-dir {e2e_dir} --no-progress --draws 2,8 --out {out}"
+    dry = subprocess.run(
         [
-            "lm-eval",
-            *("--checkpoint", str(pair_models["ar"]), "--checkpoint", str(pair_models["mdlm"])),
-            *("--tasks", "e2e_choice", "--limit", "2", "--data-dir", str(e2e_dir), "--no-progress"),
-            *("--model-args", "mc_draws=2", "--draws", "2,8", "--report", str(report), "--out", str(out)),
-        ]
+            *("make", "-n", "-o", ".venv/.installed", "lm-eval"),
+            f"LM_EVAL_CHECKPOINTS={pair_models['ar']} {pair_models['mdlm']}",
+            f"LM_EVAL_REPORT={report}",
+            f"LM_EVAL_ARGS={options} --model-args mc_draws=2",
+        ],
+        cwd=Path(__file__).parents[2],
+        capture_output=True,
+        text=True,
+        check=True,
     )
-    assert code == 0, capsys.readouterr().err
+    command = shlex.split(dry.stdout.replace("\\\n", " ").strip().splitlines()[-1])
+    assert main(command[command.index("lm-eval") :]) == 0, capsys.readouterr().err
     page = report.read_text(encoding="utf-8")
     assert "| ar | e2e_choice | acc |" in page and "| mdlm | e2e_choice | acc_norm |" in page
     assert "2 draws | 8 draws" in page and str(pair_models["mdlm"]) in page.split("draws")[-1]
