@@ -461,8 +461,8 @@ def report_markdown(
             "",
             "## Monte Carlo standard error of a loglikelihood against the draws",
             "",
-            "Mean standard error (nats) of a request's bound over the `e2e_choice` requests; it falls as "
-            "1/√draws.",
+            "Mean standard error (nats) of a request's bound over the `e2e_choice` requests (independent draws "
+            "would make it fall as 1/√draws).",
             "",
             "| model | " + " | ".join(f"{n} draws" for n, _ in next(iter(draws.values()))) + " |",
             "|---|" + "---|" * len(next(iter(draws.values()))),
