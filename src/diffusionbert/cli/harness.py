@@ -28,6 +28,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--draws", default="4,16,64", help="draws of the standard-error table of --report (4,16,64)"
     )
+    p.add_argument(
+        "--draws-limit",
+        type=positive_int,
+        default=25,
+        help="documents of e2e_choice the standard-error table scores at each number of draws (25)",
+    )
     p.set_defaults(func=run)
 
 
@@ -67,11 +73,18 @@ def run(args: argparse.Namespace) -> None:
         print(f"wrote {args.out}")
     if args.report:
         table = {
-            r.checkpoint: draws_table(r.checkpoint, draws, model_args=model_args, **options)
+            r.checkpoint: draws_table(
+                r.checkpoint, draws, model_args=model_args, **{**options, "limit": args.draws_limit}
+            )
             for r in runs
             if r.stderrs
         }
-        settings = {"tasks": ",".join(tasks), "limit": args.limit or "all", **model_args}
+        settings = {
+            "tasks": ",".join(tasks),
+            "limit": args.limit or "all",
+            **model_args,
+            "standard-error table": f"the first {args.draws_limit} e2e_choice documents",
+        }
         page = report_markdown(runs, settings, table)
         atomic_file(Path(args.report), lambda tmp: tmp.write_text(page, encoding="utf-8"))
         print(f"wrote {args.report}")
