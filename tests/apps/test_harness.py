@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shlex
 import subprocess
 from pathlib import Path
@@ -155,7 +156,7 @@ def test_make_lm_eval_evaluates_the_models_and_writes_the_report(
     options = f"--tasks e2e_choice --limit 2 --data-dir {e2e_dir} --no-progress --draws 2,8 --out {out}"
     dry = subprocess.run(
         [
-            *("make", "-n", "-o", ".venv/.installed", "lm-eval"),
+            *("make", "-n", "--no-print-directory", "-o", ".venv/.installed", "lm-eval"),
             f"LM_EVAL_CHECKPOINTS={pair_models['ar']} {pair_models['mdlm']}",
             f"LM_EVAL_REPORT={report}",
             f"LM_EVAL_ARGS={options} --model-args mc_draws=2",
@@ -164,8 +165,10 @@ def test_make_lm_eval_evaluates_the_models_and_writes_the_report(
         capture_output=True,
         text=True,
         check=True,
-    )
-    command = shlex.split(dry.stdout.replace("\\\n", " ").strip().splitlines()[-1])
+        env={k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")},
+    )  # under make test (CI) the outer make's flags would reach this one
+    (line,) = [x for x in dry.stdout.replace("\\\n", " ").splitlines() if "diffusionbert lm-eval" in x]
+    command = shlex.split(line)
     assert main(command[command.index("lm-eval") :]) == 0, capsys.readouterr().err
     page = report.read_text(encoding="utf-8")
     assert "| ar | e2e_choice | acc |" in page and "| mdlm | e2e_choice | acc_norm |" in page
