@@ -215,9 +215,11 @@ class DiffusionBertLM(LM):
             source_cut="start" if loaded.chat else "end",
         )
         if tokenized.num_truncated:
+            window = "" if loaded.target_window is None else f" or their {loaded.target_window}-token window"
             print(
                 f"warning: {tokenized.num_truncated} of {len(texts)} {what} were longer than the model's "
-                f"{loaded.model.max_input_length} positions and were truncated",
+                f"{loaded.model.max_input_length} positions{window} and are scored truncated, as evaluate "
+                "scores them",
                 file=sys.stderr,
             )
         return list(tokenized.dataset.select_columns(["input_ids", "noise_start", "n_words"]))

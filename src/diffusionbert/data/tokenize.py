@@ -140,9 +140,10 @@ def tokenize_dataset(
     num_truncated = int(pc.sum(encoded.data.column("truncated")).as_py() or 0)
     encoded = encoded.remove_columns("truncated")
     if num_truncated:
-        logger.warning(
-            "truncated %d of %d examples to max_length=%s", num_truncated, len(encoded), max_length
-        )
+        limit = f"max_length={max_length}"
+        if target_window is not None:
+            limit += f" or their targets to the window of {target_window} (data.target_window)"
+        logger.warning("truncated %d of %d examples to %s", num_truncated, len(encoded), limit)
     if layout == "packed":
         assert max_length is not None  # checked above; narrows the type
         encoded = _pack(encoded, max_length)
