@@ -50,7 +50,7 @@ reproduce-instruct: $(STAMP)
 # 100 test MRs and 8 draws per loglikelihood keep it near 15 minutes on the 2-core CPU.
 LM_EVAL_CHECKPOINTS ?= $(wildcard $(addprefix runs/reproduce-e2e/,$(addsuffix /final,ar radd-window-distilled mdlm-window-distilled)))
 LM_EVAL_REPORT ?= docs/results-lm-eval.md
-LM_EVAL_ARGS ?= --tasks e2e_choice,e2e_gen --limit 100 --model-args mc_draws=8 --draws 2,8,32 --draws-limit 25
+LM_EVAL_ARGS ?= --tasks e2e_choice,e2e_gen --limit 100 --model-args mc_draws=8 --draws 4,8,32 --draws-limit 25
 lm-eval: $(STAMP)
 	@test -n "$(LM_EVAL_CHECKPOINTS)" || { echo "error: lm-eval: no model; train them with make reproduce-e2e or set LM_EVAL_CHECKPOINTS" >&2; exit 2; }
 	HF_HUB_OFFLINE=1 $(VENV)/bin/diffusionbert lm-eval $(addprefix --checkpoint ,$(LM_EVAL_CHECKPOINTS)) \

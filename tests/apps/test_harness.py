@@ -153,7 +153,7 @@ def test_make_lm_eval_evaluates_the_models_and_writes_the_report(
 ) -> None:
     """The command ``make lm-eval`` runs (read with ``make -n``), on the tiny models and data."""
     report, out = tmp_path / "results.md", tmp_path / "results.json"
-    options = f"--tasks e2e_choice --limit 2 --data-dir {e2e_dir} --no-progress --draws 2,8 --out {out}"
+    options = f"--tasks e2e_choice --limit 2 --data-dir {e2e_dir} --no-progress --draws 4,8 --out {out}"
     dry = subprocess.run(
         [
             *("make", "-n", "--no-print-directory", "-o", ".venv/.installed", "lm-eval"),
@@ -172,7 +172,8 @@ def test_make_lm_eval_evaluates_the_models_and_writes_the_report(
     assert main(command[command.index("lm-eval") :]) == 0, capsys.readouterr().err
     page = report.read_text(encoding="utf-8")
     assert "| ar | e2e_choice | acc |" in page and "| mdlm | e2e_choice | acc_norm |" in page
-    assert "2 draws | 8 draws" in page and str(pair_models["mdlm"]) in page.split("draws")[-1]
+    assert "4 draws | 8 draws" in page and str(pair_models["mdlm"]) in page.split("draws")[-1]
+    assert "nan" not in page and "sample_len" not in page
     assert len(json.loads(out.read_text(encoding="utf-8"))) == 2
 
 

@@ -420,6 +420,11 @@ def draws_table(
     """How the Monte Carlo standard error of a loglikelihood shrinks with the draws: the mean standard
     error over ``task``'s requests at each number of ``draws`` (``options`` as :func:`run_harness`'s)."""
     model_args = dict(options.pop("model_args", None) or {})
+    if any(n < 2 * DRAWS_PER_BATCH or n % DRAWS_PER_BATCH for n in draws):
+        raise ConfigError(
+            f"draws {list(draws)} are not valid; allowed: multiples of {DRAWS_PER_BATCH} from "
+            f"{2 * DRAWS_PER_BATCH} (a standard error needs the spread of two batches of draws)"
+        )
     rows = []
     for n in draws:
         run = run_harness(checkpoint, [task], model_args={**model_args, "mc_draws": n}, **options)
@@ -451,7 +456,11 @@ def report_markdown(
         for task, metrics in sorted(run.results.items()):
             for key, value in sorted(metrics.items()):
                 name, _, kind = key.partition(",")
-                if name.endswith("_stderr") or name == "alias" or not isinstance(value, int | float):
+                if (
+                    name.endswith("_stderr")
+                    or name in ("alias", "sample_len")
+                    or not isinstance(value, int | float)
+                ):
                     continue
                 error = metrics.get(f"{name}_stderr,{kind}")
                 plus = f"{error:.4f}" if isinstance(error, int | float) else ""

@@ -26,7 +26,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="write the results as JSON here")
     p.add_argument("--report", help="write a Markdown results page here (with --draws' table)")
     p.add_argument(
-        "--draws", default="4,16,64", help="draws of the standard-error table of --report (4,16,64)"
+        "--draws",
+        default="4,16,64",
+        help="draws of the standard-error table of --report (4,16,64; even, >= 4)",
     )
     p.add_argument(
         "--draws-limit",
