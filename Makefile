@@ -36,7 +36,7 @@ reproduce: $(STAMP)
 reproduce-e2e: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/diffusionbert reproduce-e2e $(REPRODUCE_ARGS)
 
-# Its distillation rows alone (docs/results-e2e-distilled.md): the AR teacher, 3 students, 12 decoders; ~75 min.
+# Its distillation rows alone (docs/results-e2e-distilled.md): the AR teacher, 3 students, 10 decoders; ~65 min.
 reproduce-e2e-distilled: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/diffusionbert reproduce-e2e --plan configs/reproduce-e2e-distilled.yaml $(REPRODUCE_ARGS)
 
