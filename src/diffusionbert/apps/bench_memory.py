@@ -20,6 +20,7 @@ import torch
 from ..config import load_config
 from ..errors import ConfigError
 from ..training import train
+from ..utils.runtime import resident_memory_mb
 
 SOAK_WINDOW = 10
 """Steps whose peak each measured step reports."""
@@ -45,6 +46,8 @@ def bench_memory(
         raise ConfigError(
             f"soak steps {list(steps)} are not valid; allowed: increasing steps of at least {SOAK_WINDOW}"
         )
+    if resident_memory_mb() is None:  # before minutes of training, not after
+        raise ConfigError("the soak run reads resident memory from /proc/self/statm, which this system lacks")
     with tempfile.TemporaryDirectory(prefix="soak-") as scratch:
         cfg = load_config(
             config,
@@ -60,8 +63,6 @@ def bench_memory(
         train(cfg, progress=False, device=device)
         lines = (Path(scratch) / "run" / "log.jsonl").read_text(encoding="utf-8").splitlines()
     records = [r for r in map(json.loads, lines) if r.get("rss_mb") is not None and "tokens_per_s" in r]
-    if not records:
-        raise ConfigError("the soak run logged no resident memory: this system has no /proc/self/statm")
     points = []
     for step in steps:
         window = [r for r in records if step - SOAK_WINDOW < r["step"] <= step]
