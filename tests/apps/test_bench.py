@@ -95,3 +95,34 @@ def test_bench_rejects_a_soak_step_list_that_does_not_rise() -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["bench", "--data", "x", "--soak-steps", "500,50"])
     assert exit_info.value.code == 2
+
+
+def test_one_section_measured_again_replaces_its_own_and_keeps_the_others(tiny_config, tmp_path) -> None:
+    """``bench --only memory``: the soak section is measured and written in place of the page's old one; the
+    other sections (not measured: no demo model is needed) stay as they were, in their order."""
+    path, _ = tiny_config()
+    page = tmp_path / "benchmarks.md"
+    old = "# Benchmarks\n\nold intro\n\n## Training throughput\n\nold training\n\n"
+    old += "## Memory over a long training run (soak)\n\nold soak\n\n## Chat\n\nold chat\n"
+    page.write_text(old, encoding="utf-8")
+    soak = ["--soak-config", str(path), "--soak-steps", "10,20"]
+    code = main(
+        [
+            "bench",
+            "--data",
+            "x",
+            "--only",
+            "memory",
+            *soak,
+            "--checkpoint",
+            str(tmp_path / "m"),
+            "--out",
+            str(page),
+        ]
+    )
+    assert code == 0
+    text = page.read_text(encoding="utf-8")
+    assert text.index("old training") < text.index("| 20 |") < text.index("old chat")
+    assert "old soak" not in text and "old intro" not in text and text.count("## ") == 3
+    assert main(["bench", "--data", "x", "--only", "memroy", "--out", str(page)]) == 2
+    assert page.read_text(encoding="utf-8") == text  # a bad section name writes nothing

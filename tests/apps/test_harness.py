@@ -86,15 +86,16 @@ def plain_model(tmp_path_factory, make_tiny_config) -> Path:
 def test_a_diffusion_loglikelihood_is_minus_evaluates_bound_with_the_same_draws(
     pair_models, tmp_path
 ) -> None:
-    """mc_draws = 2R draws in R batches of 2 copies are evaluate's R repeats of a batch of the pair twice."""
+    """mc_draws = 2C draws in 2 calls of C copies are evaluate's 2 repeats of a batch of the pair C times (MDLM
+    draws the times of a batch stratified in evaluate too)."""
     lm = DiffusionBertLM(checkpoint=str(pair_models["mdlm"]), mc_draws=6, seed=7, progress=False)
     (logprob, greedy), *_ = lm.loglikelihood(_requests("loglikelihood", [(MRS[0], " the eagle is a pub")]))
-    data = _write_pairs(tmp_path / "one.csv", {MRS[0]: ["the eagle is a pub"]}, repeat=2)
+    data = _write_pairs(tmp_path / "one.csv", {MRS[0]: ["the eagle is a pub"]}, repeat=3)
     report = evaluate_file(
-        pair_models["mdlm"], data, Evaluation(field="ref", source_field="mr", repeats=3), batch_size=2, seed=7
+        pair_models["mdlm"], data, Evaluation(field="ref", source_field="mr", repeats=2), batch_size=3, seed=7
     )
     assert report.bound is not None
-    assert logprob == pytest.approx(-report.bound.total_nats / 2, rel=1e-6)
+    assert logprob == pytest.approx(-report.bound.total_nats / 3, rel=1e-6)
     assert greedy is False  # no greedy text of a diffusion to compare with (module doc)
     assert len(lm.stderrs) == 1 and lm.stderrs[0] > 0
 
@@ -151,28 +152,37 @@ def test_the_local_tasks_run_end_to_end_in_the_harness(pair_models, e2e_dir) -> 
 def test_make_lm_eval_evaluates_the_models_and_writes_the_report(
     pair_models, e2e_dir, tmp_path, capsys
 ) -> None:
-    """The command ``make lm-eval`` runs (read with ``make -n``), on the tiny models and data."""
+    """The command ``make lm-eval`` runs (read with ``make -n``), on the tiny models and data; by default it
+    first trains (or reuses) the E2E plan's four models, given checkpoints it trains nothing."""
+
+    def dry_run(*variables: str) -> list[str]:
+        dry = subprocess.run(
+            ["make", "-n", "--no-print-directory", "-o", ".venv/.installed", "lm-eval", *variables],
+            cwd=Path(__file__).parents[2],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")},
+        )  # under make test (CI) the outer make's flags would reach this one
+        return [shlex.split(x) for x in dry.stdout.replace("\\\n", " ").splitlines() if "diffusionbert" in x]
+
+    train, evaluate = dry_run()
+    assert train[train.index("reproduce-e2e") :] == ["reproduce-e2e", "--models", "ar,spindle,mdlm,radd"]
+    assert [evaluate[i + 1] for i, word in enumerate(evaluate) if word == "--checkpoint"] == [
+        f"runs/reproduce-e2e/{name}/final" for name in ("ar", "spindle", "mdlm", "radd")
+    ]
     report, out = tmp_path / "results.md", tmp_path / "results.json"
     options = f"--tasks e2e_choice --limit 2 --data-dir {e2e_dir} --no-progress --draws 4,8 --out {out}"
-    dry = subprocess.run(
-        [
-            *("make", "-n", "--no-print-directory", "-o", ".venv/.installed", "lm-eval"),
-            f"LM_EVAL_CHECKPOINTS={pair_models['ar']} {pair_models['mdlm']}",
-            f"LM_EVAL_REPORT={report}",
-            f"LM_EVAL_ARGS={options} --model-args mc_draws=2",
-        ],
-        cwd=Path(__file__).parents[2],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")},
-    )  # under make test (CI) the outer make's flags would reach this one
-    (line,) = [x for x in dry.stdout.replace("\\\n", " ").splitlines() if "diffusionbert lm-eval" in x]
-    command = shlex.split(line)
+    (command,) = dry_run(
+        f"LM_EVAL_CHECKPOINTS={pair_models['ar']} {pair_models['mdlm']}",
+        f"LM_EVAL_REPORT={report}",
+        f"LM_EVAL_ARGS={options} --model-args mc_draws=2",
+    )
     assert main(command[command.index("lm-eval") :]) == 0, capsys.readouterr().err
     page = report.read_text(encoding="utf-8")
     assert "| ar | e2e_choice | acc |" in page and "| mdlm | e2e_choice | acc_norm |" in page
-    assert "4 draws | 8 draws" in page and str(pair_models["mdlm"]) in page.split("draws")[-1]
+    table = page.split("4 draws | 8 draws")[-1]
+    assert f"| {pair_models['mdlm']} |" in table and f"| {pair_models['mdlm']}, independent draws |" in table
     assert "nan" not in page and "sample_len" not in page
     assert len(json.loads(out.read_text(encoding="utf-8"))) == 2
 
@@ -183,6 +193,7 @@ def test_make_lm_eval_evaluates_the_models_and_writes_the_report(
         ("mc_draw=4", "model_args='mc_draw' is not valid (did you mean 'mc_draws'?)"),
         ("mc_draws=many", "mc_draws='many' is not valid; allowed: an even integer >= 2"),
         ("mc_draws=3", "mc_draws=3 is not valid; allowed: an even integer >= 2"),
+        ("stratified=maybe", "stratified='maybe' is not valid; allowed: true, false"),
     ],
 )
 def test_bad_model_args_are_one_line_and_exit_2(pair_models, e2e_dir, capsys, model_args, message) -> None:

@@ -167,3 +167,19 @@ def test_the_distilled_plan_is_the_whole_plans_rows_so_either_reuses_the_others_
     names = {d.name for d in whole.decoders}
     shared = [d for d in part.decoders if d.name in names]
     assert len(shared) >= 8 and all(d == whole.decoder(d.name) for d in shared)
+
+
+def test_named_models_train_alone_in_the_plans_folders_and_decode_nothing(tiny_plan, capsys):
+    """``reproduce-e2e --models`` (how ``make lm-eval`` gets its models): only those train, in the folders the
+    whole plan reuses; nothing is decoded, no page written; an unknown name is a one-line error."""
+    from diffusionbert.cli.main import main
+
+    assert main(["reproduce-e2e", "--plan", str(tiny_plan), "--models", "ar,radd", "--no-progress"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("trained ar, radd")
+    plan = load_plan(tiny_plan)
+    trained = sorted(p.parents[1].name for p in Path(plan.output_dir).glob("*/final/model.safetensors"))
+    assert trained == ["ar", "radd"]
+    assert not Path(plan.results).exists() and not (Path(plan.output_dir) / "decoders").exists()
+    assert main(["reproduce-e2e", "--plan", str(tiny_plan), "--models", "ar,nope", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "model 'nope' is not in the plan" in err and "\n" not in err

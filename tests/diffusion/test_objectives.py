@@ -75,6 +75,34 @@ def test_any_order_masks_exactly_k_with_weight_L_over_k():
     assert set(k[length == 7].tolist()) == set(range(1, 8))  # every k is drawn
 
 
+@pytest.mark.parametrize("name", sorted(n for n, m in METHODS.items() if m.sampling == DENOISE))
+def test_stratified_draws_cover_the_steps_or_mask_counts_of_copies_of_one_row_once_each(name):
+    """A batch of copies drawn by ``corrupt_stratified`` spreads over the schedule: T copies of a T-step chain
+    take each step k once, L copies of a RADD row mask each count k = 1..L once; a continuous-time family
+    draws so in training too (its times one per stratum), and the others keep ``corrupt``'s own stream."""
+    schedule = CosineSchedule() if name == "md4" else LinearSchedule()
+    obj = build_objective(name, MASK, schedule, num_steps=16).bound_objective
+    x0, noise_mask = _batch(batch=1, length=9)
+    noise_mask[:] = True
+    noise_mask[:, 0] = False  # L = 8 noisable tokens
+    rows = 16 if isinstance(obj, DiffusionBertObjective | RDMObjective) else 8
+    copies, mask = x0.expand(rows, -1), noise_mask.expand(rows, -1)
+    c = obj.corrupt_stratified(copies, mask, torch.Generator().manual_seed(3))
+    plain = obj.corrupt(copies, mask, torch.Generator().manual_seed(3))
+    assert bool((c.masked <= mask).all()) and bool((c.x_t[c.masked] == MASK).all())
+    if isinstance(obj, ContinuousObjective):
+        assert torch.equal(plain.x_t, c.x_t) and torch.equal(plain.time, c.time)
+        if type(obj) is ContinuousObjective:
+            strata = (c.time.double() * rows).ceil().long()
+            assert sorted(strata.tolist()) == list(range(1, rows + 1))
+        return
+    if isinstance(obj, AnyOrderObjective):
+        assert sorted(c.masked.sum(-1).tolist()) == list(range(1, 9))
+    else:
+        assert c.step is not None and sorted(c.step.tolist()) == list(range(1, 17))
+    assert not torch.equal(plain.x_t, c.x_t)
+
+
 def test_any_order_expectation_equals_continuous_nelbo_of_time_agnostic_model():
     """RADD's identity: E_k E_S[(L/k) Σ CE] = ∫ (1/t) E_q Σ CE dt for α_t = 1 − t (exact enumeration)."""
     model = ToyDenoiser(seed=4)

@@ -12,6 +12,7 @@ utilisation is measured against a matmul peak taken in the same run, in the prec
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from ..diffusion.corruption import unmask_probability
 from ..diffusion.objectives import DiffusionBertObjective
 from ..diffusion.schedules import LinearSchedule
 from ..diffusion.token_info import spindle_from_counts
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 from ..methods import GAUSSIAN, build_model, check_config, get_method, objective_from_config
 from ..models import DiffusionBertForMaskedLM, backbone_dir, default_backbone_path
 from ..models.loading import load_tokenizer
@@ -389,6 +390,10 @@ def families_report(timings: list[FamilyTiming], settings: str) -> str:
     return "\n".join(lines)
 
 
+SECTIONS = ("training", "sampling", "families", "conditional", "chat", "memory")
+"""The sections of docs/benchmarks.md, in page order (``diffusionbert bench --only``)."""
+
+
 @dataclass(frozen=True)
 class BenchSettings:
     """What ``make bench`` measures on: the training sentences (``data``: the first ``sentences`` of it,
@@ -410,6 +415,23 @@ class BenchSettings:
     chat_prompts: int = 32
     soak_config: Path = Path("configs/demo.yaml")
     soak_steps: tuple[int, ...] = (50, 500, 2000)
+    only: tuple[str, ...] = ()
+    """Measure only these of :data:`SECTIONS` and keep the page's other sections as they are (``()``: all)."""
+
+
+def merged_page(old: str, new: str) -> str:
+    """``new`` (a page of some sections) with ``old``'s other ``## `` sections kept, in ``old``'s order: each
+    section of ``new`` replaces the one of ``old`` with its heading, or comes after them when ``old`` has none."""
+    old_sections, new_sections = _sections(old), _sections(new)
+    merged = {**old_sections, **new_sections}
+    head = new[: new.index("\n## ")] if "\n## " in new else new
+    return head.rstrip("\n") + "\n\n" + "\n".join(block.rstrip("\n") + "\n" for block in merged.values())
+
+
+def _sections(page: str) -> dict[str, str]:
+    """A page's ``## `` sections by heading line, in order (what precedes the first is left out)."""
+    blocks = re.split(r"(?m)^(?=## )", page)[1:]
+    return {block.split("\n", 1)[0]: block for block in blocks}
 
 
 def run_bench(
@@ -430,67 +452,77 @@ def run_bench(
         b.seed,
     )
     num_samples = b.num_samples
-    if not (checkpoint / "diffusion.json").is_file():
+    unknown = sorted(set(b.only) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"bench section {unknown[0]!r} is not valid; allowed: {', '.join(SECTIONS)}")
+    wanted = set(b.only or SECTIONS)
+    if "sampling" in wanted and not (checkpoint / "diffusion.json").is_file():
         raise CheckpointError(
             f"sampling benchmark needs a trained model at {checkpoint}: run `make demo` first"
         )
     machine = machine_description()
-    naive, ours, peak = bench_training(
-        data, num_sentences=sentences, steps=steps, seed=seed, rounds=rounds, device=device
-    )
-    settings = (
-        f"Machine: {machine}. Packaged MiniLM-L6, spindle DiffusionBERT objective (T = 2048), batch 32 of the "
-        f"first {sentences} sentences of `{data}`, {steps} timed steps after one warm-up, AdamW, {rounds} "
-        f"rounds of each step kind, alternating, seed {seed}."
-    )
-    sections = [training_report(naive, ours, peak, settings)]
-    report(sections[0])
-    timings = bench_sampling(checkpoint, num_samples=num_samples, seed=seed, device=device)
-    settings = (
-        f"Machine: {machine}. Model `{checkpoint}` (the demo model), {num_samples} samples of length 64 in "
-        f"one batch, seed {seed}; NFE counts network calls per sample."
-    )
-    sections.append(sampling_report(timings, settings))
-    report(sections[1])
-    families = bench_families(data, num_sentences=sentences, steps=steps, seed=seed, device=device)
-    settings = (
-        f"Machine: {machine}. Packaged MiniLM-L6, each family's default schedule and model, batch 32 of the "
-        f"first {sentences} sentences of `{data}` (bucketed, the same batches for every family), {steps} timed "
-        f"steps after one warm-up, AdamW, seed {seed}; the Gaussian families' samplers: {num_samples} samples "
-        "of length 64 in one batch, 64 steps, one network call each."
-    )
-    sections.append(families_report(families, settings))
-    report(sections[-1])
-    plan = load_plan(b.e2e_plan)
-    rows = speed_at_quality_rows(plan)
-    if rows is None:
-        report(f"(no conditional speed comparison: run `make reproduce-e2e` first for {b.e2e_plan})")
-    else:
-        settings = (
-            f"Machine: {machine}. The rows of `{plan.results}` (plan `{b.e2e_plan}`): the AR row of the highest"
-            " test BLEU and AR greedy (left to right, key-value cache), and the best-BLEU row of the best model"
-            " decoded in full and of every model with the exact prompt cache (isolated source attention, block"
-            f" diffusion), each decoding the first {b.e2e_sources} test MRs as in the table (one warm-up call"
-            " first); batch 1 times the first 4 MRs one at a time. Text tokens: WordPiece tokens of the kept"
-            " text."
+    sections = []
+    if "training" in wanted:
+        naive, ours, peak = bench_training(
+            data, num_sentences=sentences, steps=steps, seed=seed, rounds=rounds, device=device
         )
-        timed = bench_conditional(plan, rows.all, sources=b.e2e_sources, device=device)
-        sections.append(conditional_report(timed, rows, settings))
-        report(sections[-1])
-    instruct = load_instruct_plan(b.instruct_plan)
-    chats = bench_chat(instruct, prompts=b.chat_prompts, device=device)
-    baseline = next((d.label for d in instruct.decoders if d.model == instruct.baseline), None)
-    if not chats or baseline not in {t.label for t in chats}:
-        report(f"(no chat timing: run `make reproduce-instruct` first for {b.instruct_plan})")
-    else:
         settings = (
-            f"Machine: {machine}. The instruction-tuned models of plan `{b.instruct_plan}`, each with its first"
-            f" decoder row, answering the first {b.chat_prompts} test instructions of"
-            f" `{instruct.protocol.test_file}` one at a time, as `chat` does (one warm-up answer first)."
+            f"Machine: {machine}. Packaged MiniLM-L6, spindle DiffusionBERT objective (T = 2048), batch 32 of "
+            f"the first {sentences} sentences of `{data}`, {steps} timed steps after one warm-up, AdamW, "
+            f"{rounds} rounds of each step kind, alternating, seed {seed}."
         )
-        sections.append(chat_report(chats, baseline, settings))
+        sections.append(training_report(naive, ours, peak, settings))
         report(sections[-1])
-    if b.soak_steps:
+    if "sampling" in wanted:
+        timings = bench_sampling(checkpoint, num_samples=num_samples, seed=seed, device=device)
+        settings = (
+            f"Machine: {machine}. Model `{checkpoint}` (the demo model), {num_samples} samples of length 64 "
+            f"in one batch, seed {seed}; NFE counts network calls per sample."
+        )
+        sections.append(sampling_report(timings, settings))
+        report(sections[-1])
+    if "families" in wanted:
+        families = bench_families(data, num_sentences=sentences, steps=steps, seed=seed, device=device)
+        settings = (
+            f"Machine: {machine}. Packaged MiniLM-L6, each family's default schedule and model, batch 32 of "
+            f"the first {sentences} sentences of `{data}` (bucketed, the same batches for every family), "
+            f"{steps} timed steps after one warm-up, AdamW, seed {seed}; the Gaussian families' samplers: "
+            f"{num_samples} samples of length 64 in one batch, 64 steps, one network call each."
+        )
+        sections.append(families_report(families, settings))
+        report(sections[-1])
+    if "conditional" in wanted:
+        plan = load_plan(b.e2e_plan)
+        rows = speed_at_quality_rows(plan)
+        if rows is None:
+            report(f"(no conditional speed comparison: run `make reproduce-e2e` first for {b.e2e_plan})")
+        else:
+            settings = (
+                f"Machine: {machine}. The rows of `{plan.results}` (plan `{b.e2e_plan}`): the AR row of the highest"
+                " test BLEU and AR greedy (left to right, key-value cache), and the best-BLEU row of the best model"
+                " decoded in full and of every model with the exact prompt cache (isolated source attention, block"
+                f" diffusion), each decoding the first {b.e2e_sources} test MRs as in the table (one warm-up call"
+                " first); batch 1 times the first 4 MRs one at a time. Text tokens: WordPiece tokens of the kept"
+                " text."
+            )
+            timed = bench_conditional(plan, rows.all, sources=b.e2e_sources, device=device)
+            sections.append(conditional_report(timed, rows, settings))
+            report(sections[-1])
+    if "chat" in wanted:
+        instruct = load_instruct_plan(b.instruct_plan)
+        chats = bench_chat(instruct, prompts=b.chat_prompts, device=device)
+        baseline = next((d.label for d in instruct.decoders if d.model == instruct.baseline), None)
+        if not chats or baseline not in {t.label for t in chats}:
+            report(f"(no chat timing: run `make reproduce-instruct` first for {b.instruct_plan})")
+        else:
+            settings = (
+                f"Machine: {machine}. The instruction-tuned models of plan `{b.instruct_plan}`, each with its first"
+                f" decoder row, answering the first {b.chat_prompts} test instructions of"
+                f" `{instruct.protocol.test_file}` one at a time, as `chat` does (one warm-up answer first)."
+            )
+            sections.append(chat_report(chats, baseline, settings))
+            report(sections[-1])
+    if "memory" in wanted and b.soak_steps:
         points = bench_memory(b.soak_config, b.soak_steps, seed=seed, device=device)
         settings = (
             f"Machine: {machine}. `{b.soak_config}` trained for {b.soak_steps[-1]} steps (seed {seed}, the"
@@ -501,8 +533,11 @@ def run_bench(
         sections.append(memory_report(points, settings))
         report(sections[-1])
     text = (
-        "# Benchmarks\n\nEvery number below comes from `make bench` (`diffusionbert bench`), ratios measured "
-        "within one run.\n\n" + "\n".join(sections)
+        "# Benchmarks\n\nEvery number below comes from `make bench` (`diffusionbert bench`; `--only SECTION` "
+        "measures some sections again and keeps the others), ratios measured within one run.\n\n"
+        + "\n".join(sections)
     )
+    if b.only and out.is_file():
+        text = merged_page(out.read_text(encoding="utf-8"), text)
     atomic_file(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return out

@@ -20,11 +20,13 @@
   the generated positions (a diffusion model decodes a window of fixed length; it is never lengthened).
 
 Monte Carlo: each request's bound is the mean of ``mc_draws`` draws of t and x_t, seeded with ``seed`` per
-request (a request scores the same whatever its batch or order), taken in batches of
-:data:`DRAWS_PER_BATCH` copies of its sequence: the continuous-time families (MDLM, MD4, SEDD, BD3-LM,
-Plaid) draw the times of a batch on an antithetic grid, so each pair is stratified; the discrete T-step
-families and RADD draw them independently. The standard error of each estimate (from the spread of its
-batches) is kept in :attr:`DiffusionBertLM.stderrs` and logged.
+request (a request scores the same whatever its batch or order), taken as :data:`DRAW_GROUPS` network calls
+on a batch of ``mc_draws / DRAW_GROUPS`` copies of its sequence. The copies of a call draw their times
+stratified (``nll_bound(stratified=True)``: an evenly spaced grid with one random offset, for every family
+but the Gaussian Diffusion-LM, whose steps stay independent), so the T-step chains cover their steps, RADD
+its mask counts and the continuous-time families their times evenly, which lowers the variance of the
+estimate at the same draws. The standard error of each estimate (from the spread of its independent calls)
+is kept in :attr:`DiffusionBertLM.stderrs` and logged.
 """
 
 from __future__ import annotations
@@ -58,9 +60,19 @@ from ..utils.runtime import default_device
 
 log = logging.getLogger(__name__)
 
-DRAWS_PER_BATCH = 2
-"""Monte Carlo draws per network call of a request: an antithetic pair for the continuous-time families."""
-MODEL_ARGS = ("checkpoint", "mc_draws", "seed", "progress", "batch_size", "max_batch_size", "device")
+DRAW_GROUPS = 2
+"""Network calls per loglikelihood request, each on ``mc_draws / DRAW_GROUPS`` stratified copies: the fewest
+that leave a spread between independent estimates to measure their standard error."""
+MODEL_ARGS = (
+    "checkpoint",
+    "mc_draws",
+    "stratified",
+    "seed",
+    "progress",
+    "batch_size",
+    "max_batch_size",
+    "device",
+)
 """The model arguments :class:`DiffusionBertLM` takes (``--model-args k=v,...``; the last three the harness's
 own ``--batch_size``/``--device``)."""
 
@@ -82,6 +94,8 @@ class DiffusionBertLM(LM):
     Args:
         checkpoint: the model directory (a run's ``final/`` or a checkpoint).
         mc_draws: Monte Carlo draws of the bound per request, an even number (ignored by an exact likelihood).
+        stratified: draw the copies of a call stratified (default); false draws them independently, as
+            training does (to measure what stratifying gains).
         seed: seed of every request's draws (default: the model's decoding seed).
         progress: show a progress bar per request type.
         batch_size: sources decoded per batch by ``generate_until`` (default: the model's decoding's).
@@ -97,6 +111,7 @@ class DiffusionBertLM(LM):
         self,
         checkpoint: object = None,
         mc_draws: object = 32,
+        stratified: object = True,
         seed: object = None,
         progress: object = True,
         batch_size: object = None,
@@ -110,10 +125,12 @@ class DiffusionBertLM(LM):
         if checkpoint is None or checkpoint == "":
             raise ConfigError("model_args: checkpoint=DIR is missing (the model directory to evaluate)")
         self.mc_draws = _integer("mc_draws", mc_draws, "an even integer >= 2")
-        if self.mc_draws < 2 or self.mc_draws % DRAWS_PER_BATCH:
+        if self.mc_draws < DRAW_GROUPS or self.mc_draws % DRAW_GROUPS:
             raise ConfigError(f"mc_draws={mc_draws!r} is not valid; allowed: an even integer >= 2")
-        if not isinstance(progress, bool):
-            raise ConfigError(f"progress={progress!r} is not valid; allowed: true, false")
+        for name, flag in (("progress", progress), ("stratified", stratified)):
+            if not isinstance(flag, bool):
+                raise ConfigError(f"{name}={flag!r} is not valid; allowed: true, false")
+        self.stratified = bool(stratified)
         self.progress = progress
         self.loaded = load_model_dir(str(checkpoint), device=default_device(_optional_str(device)))
         decoding = self.loaded.decoding
@@ -241,10 +258,10 @@ class DiffusionBertLM(LM):
         return scores
 
     def _bound(self, row: dict[str, Any]) -> Score:
-        """The row's NLL bound: ``mc_draws`` draws in batches of :data:`DRAWS_PER_BATCH` copies (one exact
-        pass for an exact likelihood), through the evaluator's :func:`nll_bound`."""
+        """The row's NLL bound: ``mc_draws`` (stratified) draws in :data:`DRAW_GROUPS` batches of copies (one
+        exact pass for an exact likelihood), through the evaluator's :func:`nll_bound`."""
         exact = self.loaded.method.exact_likelihood
-        copies, batches = (1, 1) if exact else (DRAWS_PER_BATCH, self.mc_draws // DRAWS_PER_BATCH)
+        copies, batches = (1, 1) if exact else (self.mc_draws // DRAW_GROUPS, DRAW_GROUPS)
         tokenizer = self.loaded.tokenizer
         batch = collate([row] * copies, tokenizer.pad_token_id, tokenizer.cls_token_id)
         result = nll_bound(
@@ -253,6 +270,7 @@ class DiffusionBertLM(LM):
             [batch] * batches,
             seed=self.seed,
             self_prompt=self.loaded.self_prompt,
+            stratified=self.stratified,
         )
         tokens = result.n_tokens // (copies * batches)
         nats = result.total_nats / (copies * batches)
@@ -371,7 +389,9 @@ class HarnessRun:
     stderrs: tuple[float, ...]
 
     def mean_stderr(self) -> float | None:
-        return statistics.fmean(self.stderrs) if self.stderrs else None
+        """The root mean square of the standard errors (a mean of squares, so the typical error is not
+        understated by averaging each request's estimate from only :data:`DRAW_GROUPS` calls)."""
+        return math.sqrt(statistics.fmean(e * e for e in self.stderrs)) if self.stderrs else None
 
 
 def run_harness(
@@ -420,11 +440,8 @@ def draws_table(
     """How the Monte Carlo standard error of a loglikelihood shrinks with the draws: the mean standard
     error over ``task``'s requests at each number of ``draws`` (``options`` as :func:`run_harness`'s)."""
     model_args = dict(options.pop("model_args", None) or {})
-    if any(n < 2 * DRAWS_PER_BATCH or n % DRAWS_PER_BATCH for n in draws):
-        raise ConfigError(
-            f"draws {list(draws)} are not valid; allowed: multiples of {DRAWS_PER_BATCH} from "
-            f"{2 * DRAWS_PER_BATCH} (a standard error needs the spread of two batches of draws)"
-        )
+    if any(n < DRAW_GROUPS or n % DRAW_GROUPS for n in draws):
+        raise ConfigError(f"draws {list(draws)} are not valid; allowed: even integers >= 2")
     rows = []
     for n in draws:
         run = run_harness(checkpoint, [task], model_args={**model_args, "mc_draws": n}, **options)
@@ -472,8 +489,10 @@ def report_markdown(
             "",
             "## Monte Carlo standard error of a loglikelihood against the draws",
             "",
-            "Mean standard error (nats) of a request's bound over the `e2e_choice` requests (independent draws "
-            "would make it fall as 1/√draws).",
+            "Root mean square of the standard error (nats) of a request's bound over the `e2e_choice` "
+            f"requests, each from its {DRAW_GROUPS} independent calls of draws/{DRAW_GROUPS} copies: stratified "
+            "(how the models above are scored), and independent as in training (`stratified=false`), whose "
+            "error falls as 1/√draws.",
             "",
             "| model | " + " | ".join(f"{n} draws" for n, _ in next(iter(draws.values()))) + " |",
             "|---|" + "---|" * len(next(iter(draws.values()))),

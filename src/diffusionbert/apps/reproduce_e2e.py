@@ -15,6 +15,7 @@ the texts are scored afresh each time, so a change to a metric needs no decoding
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
@@ -552,19 +553,28 @@ def claim_lines(plan: Plan, results: dict[str, DecoderResult]) -> list[str]:
 
 
 def reproduce_e2e(
-    plan_path: str | Path, progress: bool = True, train_only: bool = False, device: str | None = None
+    plan_path: str | Path,
+    progress: bool = True,
+    train_only: bool = False,
+    device: str | None = None,
+    models: Sequence[str] | None = None,
 ) -> Path | None:
-    """Train every model, score every decoder and write the results page; None with ``train_only``."""
+    """Train every model, score every decoder and write the results page; None with ``train_only``.
+    ``models`` trains only the named models (with the plan's names, settings and folders, so the whole plan
+    reuses them) and decodes nothing: how another command, e.g. ``make lm-eval``, gets the models it scores."""
     plan = load_plan(plan_path)
     if not Path(plan.protocol.test_file).is_file():
         raise ConfigError(f"protocol.test_file {plan.protocol.test_file} not found")
-    runs = [(m.name, m.label, model_config(plan, m)) for m in plan.models]
+    chosen = plan.models if models is None else tuple(plan.model(name) for name in models)
+    runs = [(m.name, m.label, model_config(plan, m)) for m in chosen]
     check_runs(runs)
     students = plan.students()
     train_named([run for run in runs if run[0] not in students], progress, device)
-    distilled = {d.name: distill_or_reuse(plan, d, progress, device) for d in plan.distillations}
+    distilled = {}
+    if any(run[0] in students for run in runs) or models is None:
+        distilled = {d.name: distill_or_reuse(plan, d, progress, device) for d in plan.distillations}
     train_named([run for run in runs if run[0] in students], progress, device)
-    if train_only:
+    if train_only or models is not None:
         return None
     results = {}
     for index, decoder in enumerate(plan.decoders):

@@ -48,6 +48,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=(50, 500, 2000),
         help="steps at which the soak run's memory is read, comma-separated (empty: no soak run)",
     )
+    p.add_argument(
+        "--only",
+        type=lambda text: tuple(part.strip() for part in text.split(",") if part.strip()),
+        default=(),
+        metavar="SECTION,...",
+        help="measure only these sections (training, sampling, families, conditional, chat, memory) and keep "
+        "the page's others",
+    )
     p.add_argument("--out", default="docs/benchmarks.md")
     p.set_defaults(func=run)
 
@@ -80,6 +88,7 @@ def run(args: argparse.Namespace) -> None:
         chat_prompts=args.chat_prompts,
         soak_config=Path(args.soak_config),
         soak_steps=args.soak_steps,
+        only=args.only,
     )
     out = run_bench(settings, Path(args.out), device=args.device)
     print(f"wrote {out}")

@@ -19,7 +19,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--checkpoint", required=True, action="append", help="model directory (repeatable)")
     p.add_argument("--tasks", required=True, help="comma list of harness tasks (local: e2e_choice, e2e_gen)")
-    p.add_argument("--model-args", default="", help="k=v,... : mc_draws (32, even), seed (the model's)")
+    p.add_argument(
+        "--model-args",
+        default="",
+        help="k=v,... : mc_draws (32, even), stratified (true), seed (the model's)",
+    )
     p.add_argument("--batch-size", type=positive_int, help="sources per generation batch (the model's)")
     p.add_argument("--limit", type=positive_int, help="only the first N documents of each task")
     p.add_argument("--data-dir", default="../shared/data", help="where e2e/test.csv is (../shared/data)")
@@ -28,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--draws",
         default="4,16,64",
-        help="draws of the standard-error table of --report (4,16,64; even, >= 4)",
+        help="draws of the standard-error table of --report (4,16,64; even, >= 2)",
     )
     p.add_argument(
         "--draws-limit",
@@ -67,20 +71,22 @@ def run(args: argparse.Namespace) -> None:
         print(f"{checkpoint} ({result.objective})")
         print(make_table({"results": result.results, "versions": {}, "n-shot": {}, "higher_is_better": {}}))
         if (error := result.mean_stderr()) is not None:
-            print(f"Monte Carlo standard error of a loglikelihood: {error:.4f} nats on average")
+            print(f"Monte Carlo standard error of a loglikelihood: {error:.4f} nats (root mean square)")
         runs.append(result)
     if args.out:
         text = json.dumps([r.__dict__ for r in runs], indent=2, default=str)
         atomic_file(Path(args.out), lambda tmp: tmp.write_text(text, encoding="utf-8"))
         print(f"wrote {args.out}")
     if args.report:
-        table = {
-            r.checkpoint: draws_table(
-                r.checkpoint, draws, model_args=model_args, **{**options, "limit": args.draws_limit}
-            )
-            for r in runs
-            if r.stderrs
-        }
+        table = {}
+        for r in (r for r in runs if r.stderrs):
+            for stratified, label in ((True, r.checkpoint), (False, f"{r.checkpoint}, independent draws")):
+                table[label] = draws_table(
+                    r.checkpoint,
+                    draws,
+                    model_args={**model_args, "stratified": stratified},
+                    **{**options, "limit": args.draws_limit},
+                )
         settings = {
             "tasks": ",".join(tasks),
             "limit": args.limit or "all",

@@ -23,6 +23,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     e2e.add_argument("--plan", default="configs/reproduce-e2e.yaml", help="E2E reproduction plan (YAML)")
     e2e.add_argument("--train-only", action="store_true", help="train the models, decode nothing")
+    e2e.add_argument(
+        "--models",
+        type=_names,
+        metavar="NAME,...",
+        help="train only these models of the plan, decode nothing (the plan's folders, reused by a whole run)",
+    )
     e2e.set_defaults(func=run_e2e)
     instruct = sub.add_parser(
         "reproduce-instruct",
@@ -36,6 +42,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     instruct.set_defaults(func=run_instruct)
 
 
+def _names(text: str) -> tuple[str, ...]:
+    """A comma-separated list of model names."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"{text!r} names no model; expected NAME[,NAME...]")
+    return names
+
+
 def run(args: argparse.Namespace) -> None:
     from ..apps.reproduce import reproduce
 
@@ -47,9 +61,16 @@ def run_e2e(args: argparse.Namespace) -> None:
     from ..apps.reproduce_e2e import reproduce_e2e
 
     page = reproduce_e2e(
-        args.plan, progress=not args.no_progress, train_only=args.train_only, device=args.device
+        args.plan,
+        progress=not args.no_progress,
+        train_only=args.train_only,
+        device=args.device,
+        models=args.models,
     )
-    print("trained every model" if page is None else f"wrote {page}")
+    if page is not None:
+        print(f"wrote {page}")
+    else:
+        print("trained every model" if args.models is None else f"trained {', '.join(args.models)}")
 
 
 def run_instruct(args: argparse.Namespace) -> None:

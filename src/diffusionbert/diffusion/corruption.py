@@ -14,6 +14,16 @@ import torch
 from torch import Tensor
 
 
+def stratified_uniform(rows: int, generator: torch.Generator, device: torch.device | str) -> Tensor:
+    """``rows`` draws u ∈ [0, 1) [rows], float64, one in each of ``rows`` equal strata: a single uniform
+    offset on an evenly spaced grid. Each draw is uniform on its own, so an average over them is unbiased;
+    together they cover [0, 1) evenly (low discrepancy), so the average varies less than over independent
+    draws: how a batch of times (or of copies of one sequence) is drawn for a low-variance bound."""
+    offset = torch.rand((), generator=generator, device=device, dtype=torch.float64)
+    grid = torch.arange(rows, device=device, dtype=torch.float64) / rows
+    return torch.remainder(offset + grid, 1.0)
+
+
 def mask_tokens(
     x0: Tensor, alpha: Tensor, noise_mask: Tensor, mask_id: int, generator: torch.Generator
 ) -> Tensor:

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from .corruption import mask_tokens, unmask_probability
+from .corruption import mask_tokens, stratified_uniform, unmask_probability
 from .losses import (
     LossTerms,
     d3pm_hybrid_loss,
@@ -78,6 +78,14 @@ class Objective(ABC):
     @abstractmethod
     def corrupt(self, x0: Tensor, noise_mask: Tensor, generator: torch.Generator) -> Corrupted:
         """Draw t and x_t ~ q(x_t | x_0) for every row (for a Gaussian family: t and the noise)."""
+
+    def corrupt_stratified(self, x0: Tensor, noise_mask: Tensor, generator: torch.Generator) -> Corrupted:
+        """Draw t and x_t as :meth:`corrupt` does, the rows' times (or mask counts) stratified over the batch
+        (:func:`stratified_uniform`): each row's draw has :meth:`corrupt`'s law, so a bound averaged over the
+        batch is unbiased, with less variance for a batch of copies of one sequence. The continuous-time
+        families draw so already (training included); the discrete ones override this and keep independent
+        draws in training, whose random stream (and the results made with it) stays as it was."""
+        return self.corrupt(x0, noise_mask, generator)
 
     @abstractmethod
     def terms(
@@ -147,6 +155,17 @@ class DiscreteObjective(TokenObjective):
 
     def corrupt(self, x0: Tensor, noise_mask: Tensor, generator: torch.Generator) -> Corrupted:
         step = torch.randint(1, self.num_steps + 1, (x0.shape[0],), generator=generator, device=x0.device)
+        return self._corrupt_at_step(x0, noise_mask, step, generator)
+
+    def corrupt_stratified(self, x0: Tensor, noise_mask: Tensor, generator: torch.Generator) -> Corrupted:
+        """The steps k of the batch stratified over {1..T}: ⌊u T⌋ + 1 for stratified u."""
+        u = stratified_uniform(x0.shape[0], generator, x0.device)
+        step = (u * self.num_steps).floor().long().clamp_max(self.num_steps - 1) + 1
+        return self._corrupt_at_step(x0, noise_mask, step, generator)
+
+    def _corrupt_at_step(
+        self, x0: Tensor, noise_mask: Tensor, step: Tensor, generator: torch.Generator
+    ) -> Corrupted:
         _, alpha_t = self.alphas(x0, noise_mask, step)
         return self.corrupted_at(
             x0, noise_mask, step, mask_tokens(x0, alpha_t, noise_mask, self.mask_id, generator)
@@ -341,9 +360,7 @@ class ContinuousObjective(TokenObjective):
 
     def times(self, batch: int, generator: torch.Generator, device: torch.device) -> Tensor:
         """t ∈ (0, 1] per row [B], float64: one uniform offset on an evenly spaced grid (low discrepancy)."""
-        offset = torch.rand((), generator=generator, device=device, dtype=torch.float64)
-        grid = torch.arange(batch, device=device, dtype=torch.float64) / batch
-        return 1.0 - torch.remainder(offset + grid, 1.0)
+        return 1.0 - stratified_uniform(batch, generator, device)
 
     def corrupt(self, x0: Tensor, noise_mask: Tensor, generator: torch.Generator) -> Corrupted:
         t = self.times(x0.shape[0], generator, x0.device)
@@ -429,8 +446,21 @@ class AnyOrderObjective(TokenObjective):
         return ContinuousReverse(LinearSchedule())
 
     def corrupt(self, x0: Tensor, noise_mask: Tensor, generator: torch.Generator) -> Corrupted:
+        draw = torch.rand(x0.shape[0], generator=generator, device=x0.device, dtype=torch.float64)
+        return self._corrupt_with(x0, noise_mask, draw, generator)
+
+    def corrupt_stratified(self, x0: Tensor, noise_mask: Tensor, generator: torch.Generator) -> Corrupted:
+        """The rows' masked fractions k / L stratified over the batch (for copies of one row: each count k
+        about equally often)."""
+        return self._corrupt_with(
+            x0, noise_mask, stratified_uniform(x0.shape[0], generator, x0.device), generator
+        )
+
+    def _corrupt_with(
+        self, x0: Tensor, noise_mask: Tensor, draw: Tensor, generator: torch.Generator
+    ) -> Corrupted:
+        """Mask k = ⌊draw L⌋ + 1 of each row's L noisable tokens (``draw`` [B] uniform in [0, 1))."""
         length = noise_mask.sum(-1)
-        draw = torch.rand(length.shape, generator=generator, device=x0.device, dtype=torch.float64)
         num_masked = (draw * length).floor().long() + 1
         num_masked = torch.minimum(num_masked, length)
         scores = torch.rand(x0.shape, generator=generator, device=x0.device, dtype=torch.float64)

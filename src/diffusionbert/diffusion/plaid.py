@@ -32,6 +32,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from .corruption import stratified_uniform
 from .embedding import EmbeddingDenoiser, EmbeddingObjective, unwrapped
 from .gaussian import (
     alpha_sigma,
@@ -52,9 +53,7 @@ class PlaidObjective(EmbeddingObjective):
 
     def times(self, batch: int, generator: torch.Generator, device: torch.device) -> Tensor:
         """t ∈ (0, 1] per row: one uniform offset on an evenly spaced grid (antithetic, low variance)."""
-        offset = torch.rand((), generator=generator, device=device, dtype=torch.float64)
-        grid = torch.arange(batch, device=device, dtype=torch.float64) / batch
-        return 1.0 - torch.remainder(offset + grid, 1.0)
+        return 1.0 - stratified_uniform(batch, generator, device)
 
     def corrupt(self, x0: Tensor, noise_mask: Tensor, generator: torch.Generator) -> Corrupted:
         corrupted = super().corrupt(x0, noise_mask, generator)

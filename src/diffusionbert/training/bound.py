@@ -50,15 +50,19 @@ def nll_bound(
     max_batches: int | None = None,
     repeats: int = 1,
     self_prompt: SelfPrompt | None = None,
+    stratified: bool = False,
 ) -> BoundResult:
     """Estimate the NELBO of ``model`` on ``batches`` with the objective's own t and x_t draws.
 
     The estimate is ``objective.bound_objective``'s (a plain MLM is scored as the diffusion it defines).
-    ``repeats`` draws t and x_t that many times per sentence (lower variance). The standard error is over
-    batch-level estimates. Per-word perplexity needs word counts (sentence layout); otherwise it is None.
+    ``repeats`` draws t and x_t that many times per sentence (lower variance). ``stratified`` draws each
+    batch's times stratified over its rows (``Objective.corrupt_stratified``: the same expectation, less
+    variance for a batch of copies of one sequence; a continuous-time family draws so either way). The
+    standard error is over batch-level estimates. Per-word perplexity needs word counts (sentence layout); otherwise it is None.
     A self-prompting model (``self_prompt``) is scored with the empty prompt: a bound of that denoiser.
     """
     objective = objective.bound_objective
+    corrupt = objective.corrupt_stratified if stratified else objective.corrupt
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -73,7 +77,7 @@ def nll_bound(
         noise_mask = batch["noise_mask"].to(device)
         tokens = int(noise_mask.sum())
         for _ in range(repeats):
-            corrupted = objective.corrupt(x0, noise_mask, generator)
+            corrupted = corrupt(x0, noise_mask, generator)
             nats = float(denoiser_terms(model, objective, x0, attention_mask, corrupted, self_prompt).nll)
             totals.append((nats, tokens))
         words = batch["n_words"]
