@@ -14,6 +14,7 @@ import torch
 from lm_eval.api.instance import Instance
 
 from diffusionbert.apps.harness import DiffusionBertLM, task_specs
+from diffusionbert.apps.plans import DISCUSSION_END
 from diffusionbert.checkpoint import load_model_dir
 from diffusionbert.cli.main import main
 from diffusionbert.config import load_config
@@ -183,7 +184,8 @@ def test_make_lm_eval_evaluates_the_models_and_writes_the_report(
     assert "| ar | e2e_choice | acc |" in page and "| mdlm | e2e_choice | acc_norm |" in page
     table = page.split("4 draws | 8 draws")[-1]
     assert f"| {pair_models['mdlm']} |" in table and f"| {pair_models['mdlm']}, independent draws |" in table
-    assert "nan" not in page and "sample_len" not in page
+    assert "nan" not in page and "sample_len" not in page and "machine = " in page
+    assert page.rstrip().endswith(DISCUSSION_END)  # the hand-written discussion, kept when regenerated
     assert len(json.loads(out.read_text(encoding="utf-8"))) == 2
 
 

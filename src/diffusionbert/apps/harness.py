@@ -57,6 +57,7 @@ from ..sampling import pipeline_for
 from ..sampling.pipelines import Conditioning
 from ..training.bound import nll_bound
 from ..utils.runtime import default_device
+from .plans import discussion_section
 
 log = logging.getLogger(__name__)
 
@@ -453,9 +454,13 @@ def draws_table(
 
 
 def report_markdown(
-    runs: Sequence[HarnessRun], settings: dict[str, Any], draws: dict[str, list[tuple[int, float]]]
+    runs: Sequence[HarnessRun],
+    settings: dict[str, Any],
+    draws: dict[str, list[tuple[int, float]]],
+    page: str | Path | None = None,
 ) -> str:
-    """The results page: one row per model and task metric, the settings, and the standard error table."""
+    """The results page: one row per model and task metric, the settings, the standard error table, and the
+    hand-written discussion of the page at ``page`` (kept when it is regenerated)."""
     lines = [
         "# lm-evaluation-harness on the local E2E tasks",
         "",
@@ -500,4 +505,6 @@ def report_markdown(
         lines += [
             f"| {name} | " + " | ".join(f"{e:.4f}" for _, e in rows) + " |" for name, rows in draws.items()
         ]
+    if page is not None:
+        lines += ["", *discussion_section(Path(page))]
     return "\n".join(lines) + "\n"

@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> None:
     from ..apps.harness import draws_table, report_markdown, run_harness
     from ..errors import ConfigError
     from ..utils.io import atomic_file
+    from ..utils.runtime import machine_description
 
     model_args = simple_parse_args_string(args.model_args)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
@@ -90,9 +91,11 @@ def run(args: argparse.Namespace) -> None:
         settings = {
             "tasks": ",".join(tasks),
             "limit": args.limit or "all",
+            "seed": "each model's decoding seed",
             **model_args,
             "standard-error table": f"the first {args.draws_limit} e2e_choice documents",
+            "machine": machine_description(),
         }
-        page = report_markdown(runs, settings, table)
+        page = report_markdown(runs, settings, table, args.report)
         atomic_file(Path(args.report), lambda tmp: tmp.write_text(page, encoding="utf-8"))
         print(f"wrote {args.report}")
