@@ -116,6 +116,25 @@ def test_rolling_loglikelihood_is_minus_evaluates_bound_of_the_text(plain_model,
     assert whole == pytest.approx(rolling[0], rel=1e-6) and prefixed > whole
 
 
+def test_a_block_diffusion_loglikelihood_is_its_block_bound_as_evaluate_reports_it(
+    tmp_path, make_tiny_config
+) -> None:
+    """BD3-LM: the rolling loglikelihood is minus evaluate's block bound with the same draws, and a prefix
+    (kept clean, as its first blocks) leaves less to score than the whole text."""
+    model = _train(tmp_path, make_tiny_config, {"objective": "bd3lm", "schedule": None, "block_size": 4})
+    text = "the big cat sat on a red mat"
+    lm = DiffusionBertLM(checkpoint=str(model), mc_draws=4, seed=2, progress=False)
+    (rolling,) = lm.loglikelihood_rolling(_requests("loglikelihood_rolling", [(text,)]))
+    (tmp_path / "one.txt").write_text(f"{text}\n{text}\n", encoding="utf-8")
+    report = evaluate_file(model, tmp_path / "one.txt", Evaluation(repeats=2), batch_size=2, seed=2)
+    assert report.bound is not None
+    assert rolling == pytest.approx(-report.bound.total_nats / 2, rel=1e-6)
+    (prefixed, _), (whole, _) = lm.loglikelihood(
+        _requests("loglikelihood", [("the big cat", " sat on a red mat"), ("", text)])
+    )
+    assert whole == pytest.approx(rolling, rel=1e-6) and prefixed > whole
+
+
 def test_an_ar_loglikelihood_is_its_exact_log_probability(pair_models) -> None:
     lm = DiffusionBertLM(checkpoint=str(pair_models["ar"]), progress=False)
     continuation = " the eagle is a pub"
