@@ -20,6 +20,7 @@ from diffusionbert.cli.main import main
 from diffusionbert.config import load_config
 from diffusionbert.errors import ConfigError
 from diffusionbert.evaluation import Evaluation, evaluate_file
+from diffusionbert.sampling.pipelines import Conditioning
 from diffusionbert.training import train
 from e2e_pairs import MRS, REFS
 
@@ -133,6 +134,25 @@ def test_a_block_diffusion_loglikelihood_is_its_block_bound_as_evaluate_reports_
         _requests("loglikelihood", [("the big cat", " sat on a red mat"), ("", text)])
     )
     assert whole == pytest.approx(rolling, rel=1e-6) and prefixed > whole
+
+
+def test_generation_decodes_a_pair_models_sources_in_batches_as_its_pipeline_does(pair_models) -> None:
+    """generate_until: the sources of one length in one pipeline call (as ``generate`` decodes a file),
+    ``max_gen_toks`` shortening the window for its own group, each text cut at its ``until``."""
+    lm = DiffusionBertLM(checkpoint=str(pair_models["mdlm"]), batch_size=2, progress=False)
+    pipe = lm.pipe
+    decoding = pipe.resolve(None, {"batch_size": 2}, Conditioning(source=MRS[0]))
+    sources = [MRS[0], MORE_MRS[0], MORE_MRS[1]]
+    full = pipe(config=decoding, length=decoding.length, source=[MRS[0], MORE_MRS[1]]).texts
+    short = pipe(config=decoding, length=4, source=[MORE_MRS[0]]).texts
+    stop = full[1].split()[1]
+    texts = lm.generate_until(
+        _requests(
+            "generate_until",
+            [(sources[0], {}), (sources[1], {"max_gen_toks": 4}), (sources[2], {"until": [stop]})],
+        )
+    )
+    assert texts == [full[0], short[0], full[1].split(stop, 1)[0]]
 
 
 def test_an_ar_loglikelihood_is_its_exact_log_probability(pair_models) -> None:

@@ -49,6 +49,7 @@ from rich.progress import track
 from torch import Tensor
 
 from ..checkpoint import load_model_dir
+from ..config import DecodingConfig
 from ..data import collate, tokenize_dataset
 from ..errors import ConfigError, DataError, invalid_choice
 from ..evaluation.conditional import mbr_select
@@ -172,7 +173,9 @@ class DiffusionBertLM(LM):
         return [-s.nats for s in self._score(rows, "loglikelihood_rolling")]
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
-        """The model's own decoding of each context, cut at the first of its ``until`` strings."""
+        """The model's own decoding of each context, cut at the first of its ``until`` strings: a pair
+        model's sources decoded together in batches of ``batch_size`` (as ``generate`` decodes a file), a
+        prompted model's contexts one at a time (each its own length)."""
         paired = bool(self.loaded.trained_on_pairs)
         if not paired and "prompt" not in self.pipe.modes:
             raise ConfigError(
@@ -180,11 +183,13 @@ class DiffusionBertLM(LM):
                 f"from {', '.join(self.pipe.modes) or 'nothing'}; allowed: a model trained on pairs, or one "
                 "whose family writes after a prompt"
             )
-        texts: list[str] = []
-        for request in track(requests, description="generate_until", disable=not self.progress):
-            context, gen_kwargs = request.args
-            texts.append(self._generate(str(context), dict(gen_kwargs), paired))
-        return texts
+        calls = [(str(context), dict(gen_kwargs)) for context, gen_kwargs in (r.args for r in requests)]
+        if paired:
+            return self._generate_sources(calls)
+        return [
+            self._generate_prompt(context, gen_kwargs)
+            for context, gen_kwargs in track(calls, description="generate_until", disable=not self.progress)
+        ]
 
     # -------------------------------------------------------------------------------------- the bound
 
@@ -295,31 +300,57 @@ class DiffusionBertLM(LM):
 
     # ----------------------------------------------------------------------------------- generation
 
-    def _generate(self, context: str, gen_kwargs: dict[str, Any], paired: bool) -> str:
-        """One decode of ``context`` with the model's saved decoding, cut at the first stop string."""
-        until = gen_kwargs.get("until") or []
-        until = [until] if isinstance(until, str) else list(until)
-        conditioning = Conditioning(source=context) if paired else Conditioning(prompt=context)
-        decoding = self.pipe.resolve(None, {"batch_size": self.batch_size}, conditioning)
+    def _generate_sources(self, calls: list[tuple[str, dict[str, Any]]]) -> list[str]:
+        """A pair model's texts for ``(source, gen_kwargs)`` calls: those of one generated length decoded in
+        one pipeline call (batches of ``batch_size``), each kept text cut at its stop strings."""
+        if not calls:
+            return []
+        decoding = self._decoding(Conditioning(source=calls[0][0]))
+        by_length: dict[int, list[int]] = {}
+        for index, (_, gen_kwargs) in enumerate(calls):
+            by_length.setdefault(self._length(decoding, gen_kwargs, 0), []).append(index)
+        texts = [""] * len(calls)
+        for length, indices in by_length.items():
+            sources = [calls[i][0] for i in indices]
+            out = self.pipe(config=decoding, length=length, source=sources, progress=self.progress)
+            k = decoding.num_samples
+            for j, index in enumerate(indices):
+                texts[index] = _cut(self._kept(out.texts[j * k : (j + 1) * k], decoding), calls[index][1])
+        return texts
+
+    def _generate_prompt(self, context: str, gen_kwargs: dict[str, Any]) -> str:
+        """One decode after ``context`` as a prompt, without it, cut at the first stop string."""
+        decoding = self._decoding(Conditioning(prompt=context))
+        prompt_tokens = len(self.loaded.tokenizer(context, add_special_tokens=False)["input_ids"])
+        length = max(self._length(decoding, gen_kwargs, prompt_tokens), prompt_tokens + 1)
+        out = self.pipe(config=decoding, length=length, prompt=context)
+        text = _after_prompt(self._kept(out.texts[: decoding.num_samples], decoding), context)
+        return _cut(text, gen_kwargs)
+
+    def _decoding(self, conditioning: Conditioning) -> DecodingConfig:
+        """The model's saved decoding for ``conditioning``, with this model's ``batch_size``."""
+        return self.pipe.resolve(None, {"batch_size": self.batch_size}, conditioning)
+
+    @staticmethod
+    def _length(decoding: DecodingConfig, gen_kwargs: dict[str, Any], prompt_tokens: int) -> int:
+        """The generated positions: the decoding's window, shortened (never lengthened) by ``max_gen_toks``."""
         assert decoding.length is not None  # resolved
-        length = decoding.length
-        prompt_tokens = (
-            0 if paired else len(self.loaded.tokenizer(context, add_special_tokens=False)["input_ids"])
-        )
         if "max_gen_toks" in gen_kwargs:
-            length = min(length, prompt_tokens + int(gen_kwargs["max_gen_toks"]))
-        if not paired:
-            length = max(length, prompt_tokens + 1)
-        call: dict[str, Any] = {"source" if paired else "prompt": context}
-        out = self.pipe(config=decoding, length=length, **call)
-        k = decoding.num_samples
-        samples = out.texts[:k]
-        text = samples[mbr_select(samples) if decoding.mbr else 0]
-        if not paired:
-            text = _after_prompt(text, context)
-        for stop in until:
-            text = text.split(stop, 1)[0] if stop else text
-        return text
+            return min(decoding.length, prompt_tokens + int(gen_kwargs["max_gen_toks"]))
+        return decoding.length
+
+    @staticmethod
+    def _kept(samples: list[str], decoding: DecodingConfig) -> str:
+        """The text kept of a source's samples: the first, or the MBR choice with ``mbr``."""
+        return samples[mbr_select(samples) if decoding.mbr else 0]
+
+
+def _cut(text: str, gen_kwargs: dict[str, Any]) -> str:
+    """``text`` up to the first of the request's ``until`` stop strings."""
+    until = gen_kwargs.get("until") or []
+    for stop in [until] if isinstance(until, str) else until:
+        text = text.split(stop, 1)[0] if stop else text
+    return text
 
 
 def _after_prompt(text: str, prompt: str) -> str:
