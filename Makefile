@@ -48,13 +48,13 @@ reproduce-instruct: $(STAMP)
 # RADD models (LM_EVAL_MODELS: same backbone, data and 400 steps; trained first when missing, about 10 minutes
 # each on the 2-core CPU, in the whole plan's folders) into docs/results-lm-eval.md, with the settings and how
 # the Monte Carlo standard error of a loglikelihood falls with the draws (stratified and independent, on the
-# first 10 MRs). The first 100 test MRs and 16 draws per loglikelihood: about 35 minutes once the models exist.
+# first 25 MRs). The first 100 test MRs and 32 draws per loglikelihood: about 15 minutes once the models exist.
 # LM_EVAL_CHECKPOINTS="DIR ..." evaluates other models and trains nothing.
 comma := ,
 LM_EVAL_MODELS ?= ar,spindle,mdlm,radd
 LM_EVAL_CHECKPOINTS ?= $(patsubst %,runs/reproduce-e2e/%/final,$(subst $(comma), ,$(LM_EVAL_MODELS)))
 LM_EVAL_REPORT ?= docs/results-lm-eval.md
-LM_EVAL_ARGS ?= --tasks e2e_choice,e2e_gen --limit 100 --model-args mc_draws=16 --draws 4,8,32 --draws-limit 10
+LM_EVAL_ARGS ?= --tasks e2e_choice,e2e_gen --limit 100 --model-args mc_draws=32 --draws 4,8,32 --draws-limit 25
 lm-eval: $(STAMP)
 	$(if $(filter file,$(origin LM_EVAL_CHECKPOINTS)),HF_HUB_OFFLINE=1 $(VENV)/bin/diffusionbert reproduce-e2e --models $(LM_EVAL_MODELS))
 	HF_HUB_OFFLINE=1 $(VENV)/bin/diffusionbert lm-eval $(addprefix --checkpoint ,$(LM_EVAL_CHECKPOINTS)) \

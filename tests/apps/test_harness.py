@@ -13,7 +13,7 @@ import pytest
 import torch
 from lm_eval.api.instance import Instance
 
-from diffusionbert.apps.harness import DiffusionBertLM, task_specs
+from diffusionbert.apps.harness import DiffusionBertLM, run_harness, task_specs
 from diffusionbert.apps.plans import DISCUSSION_END
 from diffusionbert.checkpoint import load_model_dir
 from diffusionbert.cli.main import main
@@ -59,12 +59,13 @@ def _train(base: Path, make_tiny_config, objective: dict, data: dict | None = No
 
 @pytest.fixture(scope="module")
 def pair_models(tmp_path_factory, make_tiny_config, pairs_data) -> dict[str, Path]:
-    """Tiny MDLM and AR models trained on (MR, reference) pairs, and their pair file."""
+    """Tiny MDLM, RADD and AR models trained on (MR, reference) pairs, and their pair file."""
     base = tmp_path_factory.mktemp("pair-models")
     data = _write_pairs(base / "pairs.csv", {**REFS, **MORE_REFS}, repeat=3)
     models = {"data": data}
     for name, objective in (
         ("mdlm", {"objective": "mdlm", "schedule": "loglinear"}),
+        ("radd", {"objective": "radd", "schedule": "linear"}),
         ("ar", {"objective": "ar", "schedule": None}),
     ):
         (base / name).mkdir()
@@ -155,6 +156,22 @@ def test_generation_decodes_a_pair_models_sources_in_batches_as_its_pipeline_doe
     assert texts == [full[0], short[0], full[1].split(stop, 1)[0]]
 
 
+def test_the_standard_error_table_compares_independent_draws_where_training_draws_so(
+    pair_models, e2e_dir
+) -> None:
+    """RADD draws its mask counts independently in training: its runs say so, and ``stratified=false``
+    changes its estimates; MDLM's times are stratified either way."""
+    options = {"data_dir": e2e_dir, "limit": 2}
+    radd = run_harness(pair_models["radd"], ["e2e_choice"], model_args={"mc_draws": 8}, **options)
+    same = run_harness(pair_models["radd"], ["e2e_choice"], model_args={"mc_draws": 8}, **options)
+    free = run_harness(
+        pair_models["radd"], ["e2e_choice"], model_args={"mc_draws": 8, "stratified": False}, **options
+    )
+    mdlm = run_harness(pair_models["mdlm"], ["e2e_choice"], model_args={"mc_draws": 8}, **options)
+    assert radd.independent_in_training and not mdlm.independent_in_training
+    assert radd.stderrs == same.stderrs and radd.stderrs != free.stderrs  # seeded, and drawn otherwise
+
+
 def test_an_ar_loglikelihood_is_its_exact_log_probability(pair_models) -> None:
     lm = DiffusionBertLM(checkpoint=str(pair_models["ar"]), progress=False)
     continuation = " the eagle is a pub"
@@ -222,7 +239,8 @@ def test_make_lm_eval_evaluates_the_models_and_writes_the_report(
     page = report.read_text(encoding="utf-8")
     assert "| ar | e2e_choice | acc |" in page and "| mdlm | e2e_choice | acc_norm |" in page
     table = page.split("4 draws | 8 draws")[-1]
-    assert f"| {pair_models['mdlm']} |" in table and f"| {pair_models['mdlm']}, independent draws |" in table
+    assert f"| {pair_models['mdlm']} |" in table  # stratified in training too: no second row
+    assert "independent draws" not in table
     assert "nan" not in page and "sample_len" not in page and "machine = " in page
     assert page.rstrip().endswith(DISCUSSION_END)  # the hand-written discussion, kept when regenerated
     assert len(json.loads(out.read_text(encoding="utf-8"))) == 2

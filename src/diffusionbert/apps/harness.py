@@ -51,6 +51,7 @@ from torch import Tensor
 from ..checkpoint import load_model_dir
 from ..config import DecodingConfig
 from ..data import collate, tokenize_dataset
+from ..diffusion.objectives import Objective
 from ..errors import ConfigError, DataError, invalid_choice
 from ..evaluation.conditional import mbr_select
 from ..methods import objective_from_config
@@ -412,13 +413,16 @@ def task_specs(names: Sequence[str], data_dir: str | Path) -> list[str | dict[st
 
 @dataclass(frozen=True)
 class HarnessRun:
-    """One model's harness results: the metrics of each task (``results``, the harness's dict) and the Monte
-    Carlo standard errors of its loglikelihoods (empty for an exact likelihood)."""
+    """One model's harness results: the metrics of each task (``results``, the harness's dict), the Monte
+    Carlo standard errors of its loglikelihoods (empty for an exact likelihood), and whether its family's
+    training draws are independent, so that ``stratified=false`` draws otherwise than the default (a
+    continuous-time family draws its times stratified in training too)."""
 
     checkpoint: str
     objective: str
     results: dict[str, dict[str, Any]]
     stderrs: tuple[float, ...]
+    independent_in_training: bool = False
 
     def mean_stderr(self) -> float | None:
         """The root mean square of the standard errors (a mean of squares, so the typical error is not
@@ -463,7 +467,14 @@ def run_harness(
         bootstrap_iters=bootstrap_iters,
     )
     assert out is not None  # one process
-    return HarnessRun(str(checkpoint), model.loaded.method.name, dict(out["results"]), tuple(model.stderrs))
+    bound = type(model.objective.bound_objective)
+    return HarnessRun(
+        str(checkpoint),
+        model.loaded.method.name,
+        dict(out["results"]),
+        tuple(model.stderrs),
+        independent_in_training=bound.corrupt_stratified is not Objective.corrupt_stratified,
+    )
 
 
 def draws_table(
@@ -527,8 +538,9 @@ def report_markdown(
             "",
             "Root mean square of the standard error (nats) of a request's bound over the `e2e_choice` "
             f"requests, each from its {DRAW_GROUPS} independent calls of draws/{DRAW_GROUPS} copies: stratified "
-            "(how the models above are scored), and independent as in training (`stratified=false`), whose "
-            "error falls as 1/√draws.",
+            "(how the models above are scored), and for the families whose training draws are independent "
+            "(the T-step chains, RADD) also so (`stratified=false`), whose error falls as 1/√draws; the "
+            "continuous-time families draw stratified times in training too.",
             "",
             "| model | " + " | ".join(f"{n} draws" for n, _ in next(iter(draws.values()))) + " |",
             "|---|" + "---|" * len(next(iter(draws.values()))),

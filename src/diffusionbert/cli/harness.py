@@ -81,7 +81,10 @@ def run(args: argparse.Namespace) -> None:
     if args.report:
         table = {}
         for r in (r for r in runs if r.stderrs):
-            for stratified, label in ((True, r.checkpoint), (False, f"{r.checkpoint}, independent draws")):
+            ways = [(True, r.checkpoint)]
+            if r.independent_in_training:
+                ways.append((False, f"{r.checkpoint}, independent draws"))
+            for stratified, label in ways:
                 table[label] = draws_table(
                     r.checkpoint,
                     draws,
