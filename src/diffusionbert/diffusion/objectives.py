@@ -83,8 +83,9 @@ class Objective(ABC):
         """Draw t and x_t as :meth:`corrupt` does, the rows' times (or mask counts) stratified over the batch
         (:func:`stratified_uniform`): each row's draw has :meth:`corrupt`'s law, so a bound averaged over the
         batch is unbiased, with less variance for a batch of copies of one sequence. The continuous-time
-        families draw so already (training included); the discrete ones override this and keep independent
-        draws in training, whose random stream (and the results made with it) stays as it was."""
+        families draw so already (training included); the T-step chains and RADD override this and keep
+        independent draws in training, whose random stream (and the results made with it) stays as it was;
+        Diffusion-LM's Gaussian steps stay independent here too."""
         return self.corrupt(x0, noise_mask, generator)
 
     @abstractmethod
