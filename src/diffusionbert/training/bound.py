@@ -58,7 +58,8 @@ def nll_bound(
     ``repeats`` draws t and x_t that many times per sentence (lower variance). ``stratified`` draws each
     batch's times stratified over its rows (``Objective.corrupt_stratified``: the same expectation, less
     variance for a batch of copies of one sequence; a continuous-time family draws so either way). The
-    standard error is over batch-level estimates. Per-word perplexity needs word counts (sentence layout); otherwise it is None.
+    standard error is over batch-level estimates. Per-word perplexity needs word counts (sentence layout);
+    otherwise it is None.
     A self-prompting model (``self_prompt``) is scored with the empty prompt: a bound of that denoiser.
     """
     objective = objective.bound_objective
